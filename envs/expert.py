@@ -1,0 +1,145 @@
+"""Closed-loop scripted expert: Cartesian waypoints through inverse kinematics.
+
+Every tick it re-reads the simulator (where the cube is, whether it is held, how open the gripper
+is) and picks the phase from that, so it can take over mid-episode from wherever a policy left
+the scene: a dropped cube is grasped again, a half-closed gripper is opened first. The only memory
+is how long the gripper has been closing at the grasp pose.
+
+Phases: approach above the cube -> descend -> close -> lift -> carry above the place -> descend ->
+open -> retreat. Motion is speed-limited in Cartesian space, so joint targets change smoothly.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from envs.kinematics import InverseKinematics, top_down_rotation
+from envs.robots import PREFIX
+
+if TYPE_CHECKING:
+    from envs.tabletop import TabletopEnv
+
+CLOSE_TICKS = 3  # control ticks the jaws get to close before lifting
+XY_TOL = 0.006
+Z_TOL = 0.006
+
+
+def _yaw_of(quat: np.ndarray) -> float:
+    w, x, y, z = quat
+    return float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
+
+
+def _wrap(angle: float) -> float:
+    return float((angle + np.pi) % (2 * np.pi) - np.pi)
+
+
+class ScriptedExpert:
+    def __init__(self, env: TabletopEnv, speed: float | None = None) -> None:
+        self.env = env
+        self.ik = InverseKinematics(env.model, env.robot, PREFIX)
+        self.speed = speed if speed is not None else env.robot.expert_speed
+        self.reset()
+
+    def reset(self) -> None:
+        self._closing = 0
+        self._released = False
+        self._phase = "start"
+
+    @property
+    def phase(self) -> str:
+        return self._phase
+
+    def act(self) -> np.ndarray:
+        env = self.env
+        assert env.episode is not None, "reset the environment before asking the expert"
+        goal = env.task.expert_goal(env, env.episode)
+        ee = env.ee_pos()
+        cube = env.cube_pos(goal.cube)
+        h = env.cube_half
+        held = env.is_grasped(goal.cube)
+        grasp_z = cube[2] + 0.25 * h
+        hover = 0.06 + 2 * h
+        yaw = self._grasp_yaw(goal.cube)
+
+        if goal.place is not None and self._at_place(cube, goal.place) and not held:
+            self._released = True
+        if self._released:
+            # Released at the place: open fully and retreat straight up.
+            self._phase = "retreat"
+            return self._move(ee, np.array([ee[0], ee[1], goal.place[2] + hover]), yaw, gripper=0.0)
+
+        if held and self._closing >= CLOSE_TICKS:
+            if goal.place is None:
+                self._phase = "lift"
+                target = np.array([cube[0], cube[1], h + goal.lift_height + 0.02])
+                return self._move(ee, target + (ee - cube) * [1, 1, 0], None, gripper=1.0)
+            offset = ee - cube  # keep the grasp offset: move the cube, not the hand
+            place_ee = goal.place + offset
+            carry_z = max(goal.place[2], h) + hover
+            if np.linalg.norm(cube[:2] - goal.place[:2]) > XY_TOL:
+                if ee[2] < carry_z - 0.03 and np.linalg.norm(cube[:2] - goal.place[:2]) > 0.03:
+                    self._phase = "lift"
+                    return self._move(ee, np.array([ee[0], ee[1], carry_z]), None, gripper=1.0)
+                self._phase = "carry"
+                return self._move(ee, np.array([place_ee[0], place_ee[1], carry_z]), None, gripper=1.0)
+            if cube[2] - goal.place[2] > 0.004:
+                self._phase = "place"
+                return self._move(ee, place_ee, None, gripper=1.0, slow=True)
+            self._phase = "release"
+            self._released = True
+            return self._move(ee, ee, None, gripper=0.0)
+
+        # Not (yet) holding the cube.
+        at_grasp = np.linalg.norm(ee[:2] - cube[:2]) < XY_TOL and abs(ee[2] - grasp_z) < Z_TOL
+        if self._closing > 0 and (at_grasp or held):
+            self._closing += 1
+            if self._closing > CLOSE_TICKS + 4 and not held:
+                self._closing = 0  # missed: open and try again
+            self._phase = "grasp"
+            return self._move(ee, np.array([cube[0], cube[1], grasp_z]), yaw, gripper=1.0)
+        self._closing = 0
+        if env.gripper_state() > 0.15 and not at_grasp:
+            self._phase = "open"
+            lift = np.array([ee[0], ee[1], max(ee[2], grasp_z + 0.02)])
+            return self._move(ee, lift, None, gripper=0.0)
+        if at_grasp:
+            self._closing = 1
+            self._phase = "grasp"
+            return self._move(ee, ee, yaw, gripper=1.0)
+        above = np.array([cube[0], cube[1], cube[2] + hover])
+        if np.linalg.norm(ee[:2] - cube[:2]) > XY_TOL:
+            if ee[2] < cube[2] + hover - 0.03 and np.linalg.norm(ee[:2] - cube[:2]) > 0.02:
+                self._phase = "clear"
+                return self._move(ee, np.array([ee[0], ee[1], above[2]]), yaw, gripper=0.0)
+            self._phase = "approach"
+            return self._move(ee, above, yaw, gripper=0.0)
+        self._phase = "descend"
+        return self._move(ee, np.array([cube[0], cube[1], grasp_z]), yaw, gripper=0.0, slow=True)
+
+    def _at_place(self, cube: np.ndarray, place: np.ndarray) -> bool:
+        return bool(np.linalg.norm(cube[:2] - place[:2]) < 2 * XY_TOL and cube[2] - place[2] < 0.006)
+
+    def _grasp_yaw(self, cube_index: int) -> float:
+        """Cube-aligned tool yaw (cubes are 90-degree symmetric) closest to the current tool yaw."""
+        env = self.env
+        rot = env.ee_rot()
+        current = float(np.arctan2(rot[1, 0], rot[0, 0])) - env.robot.tool_yaw_offset
+        cube_yaw = _yaw_of(env.cube_quat(cube_index))
+        k = np.round((current - cube_yaw) / (np.pi / 2))
+        return _wrap(cube_yaw + k * np.pi / 2) + env.robot.tool_yaw_offset
+
+    def _move(
+        self, ee: np.ndarray, target: np.ndarray, yaw: float | None, gripper: float, slow: bool = False
+    ) -> np.ndarray:
+        env = self.env
+        step = (self.speed * (0.4 if slow else 1.0)) / env.control_hz
+        delta = target - ee
+        dist = np.linalg.norm(delta)
+        waypoint = target if dist <= step else ee + delta * (step / dist)
+        if yaw is None:
+            rot = env.ee_rot()
+            yaw = float(np.arctan2(rot[1, 0], rot[0, 0]))
+        q = self.ik.solve(env.data.qpos, waypoint, top_down_rotation(yaw))
+        return np.append(q, gripper).astype(np.float32)
