@@ -39,11 +39,16 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
         terminate_on_success: bool = True,
         render_mode: str | None = None,
         render_size: int = 256,
+        cameras: tuple[str, ...] = CAMERAS,
     ) -> None:
         if image_size < 16:
             raise ValueError(f"image_size must be >= 16 pixels, got {image_size}")
         if control_hz <= 0:
             raise ValueError(f"control_hz must be positive, got {control_hz}")
+        unknown = [c for c in cameras if c not in CAMERAS]
+        if unknown:
+            raise ValueError(f"unknown camera(s) {unknown}; choose from {CAMERAS} (or none for state only)")
+        self.cameras = tuple(cameras)
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.robot: RobotSpec = get_robot(robot)
@@ -70,8 +75,9 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
         self.action_space = gym.spaces.Box(self._low, self._high, dtype=np.float32)
         img = gym.spaces.Box(0, 255, (image_size, image_size, 3), dtype=np.uint8)
         self.observation_space = gym.spaces.Dict({
-            **{f"observation.images.{cam}": img for cam in CAMERAS},
-            "observation.state": gym.spaces.Box(-np.inf, np.inf, (n + 1,), dtype=np.float32),
+            **{f"observation.images.{cam}": img for cam in self.cameras},
+            # Joint limits with a margin: soft limits let a joint overshoot slightly under load.
+            "observation.state": gym.spaces.Box(self._low - 0.25, self._high + 0.25, (n + 1,), dtype=np.float32),
             "task": gym.spaces.Text(max_length=160, charset=INSTRUCTION_CHARSET),
         })
         self._renderer: mujoco.Renderer | None = None
@@ -209,7 +215,7 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
         return a
 
     def _observation(self) -> dict[str, Any]:
-        obs: dict[str, Any] = {f"observation.images.{cam}": self._render_camera(cam) for cam in CAMERAS}
+        obs: dict[str, Any] = {f"observation.images.{cam}": self._render_camera(cam) for cam in self.cameras}
         obs["observation.state"] = np.append(self.arm_qpos(), self.gripper_state()).astype(np.float32)
         obs["task"] = self.episode.instruction if self.episode else ""
         return obs
@@ -223,6 +229,14 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
             self._renderer = mujoco.Renderer(self.model, self.image_size, self.image_size)
         self._renderer.update_scene(self.data, camera=self._camera_id(cam))
         return self._renderer.render()
+
+    @property
+    def state_names(self) -> list[str]:
+        return [*self.robot.arm_joints, "gripper"]
+
+    @property
+    def action_names(self) -> list[str]:
+        return [*(f"{j}.target" for j in self.robot.arm_joints), "gripper"]
 
     def _info(self, success: bool) -> dict[str, Any]:
         ep = self.episode

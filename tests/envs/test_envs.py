@@ -1,0 +1,171 @@
+import gymnasium as gym
+import mujoco
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import envs
+from envs.expert import ScriptedExpert
+from envs.robots import ROBOTS, get_robot
+from envs.scene import build_model
+from envs.tabletop import TabletopEnv
+from envs.tasks import TASKS
+
+
+@pytest.fixture
+def pick_cube():
+    env = TabletopEnv(task="pick_cube", image_size=32)
+    yield env
+    env.close()
+
+
+@pytest.mark.parametrize("robot", sorted(ROBOTS))
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_scene_compiles_and_steps_without_warnings(robot, task):
+    t = TASKS[task]() if task != "pick_cube" else TASKS[task](distractors=2)
+    model = build_model(get_robot(robot), t.n_cubes, t.n_pads, get_robot(robot).cube_half, 64)
+    data = mujoco.MjData(model)
+    mujoco.mj_step(model, data, nstep=500)
+    assert all(w.number == 0 for w in data.warning), [(i, w.number) for i, w in enumerate(data.warning)]
+
+
+def test_robot_mjcf_alone_compiles_without_warnings():
+    model = mujoco.MjModel.from_xml_path(str(get_robot("arm6").mjcf))
+    data = mujoco.MjData(model)
+    mujoco.mj_resetDataKeyframe(model, data, model.key("home").id)
+    mujoco.mj_step(model, data, nstep=500)
+    assert all(w.number == 0 for w in data.warning)
+    # Gravity-compensated servos hold the home pose.
+    np.testing.assert_allclose(data.qpos[:6], model.key("home").qpos[:6], atol=0.02)
+
+
+@pytest.mark.parametrize("env_id", sorted(envs.ENV_IDS.values()))
+def test_gymnasium_checker_passes(env_id):
+    env = gym.make(env_id, image_size=32)
+    check_env(env.unwrapped, skip_render_check=True)
+    env.close()
+
+
+def test_seeding_is_deterministic():
+    a, b = TabletopEnv(task="pick_place", image_size=32), TabletopEnv(task="pick_place", image_size=32)
+    oa, _ = a.reset(seed=11)
+    ob, _ = b.reset(seed=11)
+    assert oa["task"] == ob["task"]
+    for k in oa:
+        if k != "task":
+            np.testing.assert_array_equal(oa[k], ob[k])
+    action = a.action_space.sample()
+    np.testing.assert_array_equal(a.step(action)[0]["observation.state"], b.step(action)[0]["observation.state"])
+    oc, _ = a.reset(seed=12)
+    assert not np.array_equal(oc["observation.images.front"], oa["observation.images.front"])
+    a.close()
+    b.close()
+
+
+def test_observation_layout(pick_cube):
+    obs, info = pick_cube.reset(seed=0)
+    assert obs["observation.images.front"].shape == (32, 32, 3)
+    assert obs["observation.images.front"].dtype == np.uint8
+    assert obs["observation.state"].shape == (7,)
+    assert "cube" in obs["task"] and info["is_success"] is False
+    assert pick_cube.state_names[-1] == "gripper"
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_expert_solves_seeded_episodes(task):
+    env = TabletopEnv(task=task, cameras=())
+    for seed in range(3):
+        env.reset(seed=100 + seed)
+        expert = ScriptedExpert(env)
+        for _ in range(env.max_steps):
+            _, _, terminated, truncated, info = env.step(expert.act())
+            if terminated or truncated:
+                break
+        assert info["is_success"], f"{task} seed {100 + seed} failed in phase {expert.phase}"
+    env.close()
+
+
+def test_expert_recovers_from_a_dropped_cube():
+    """Closed loop: open the gripper mid-carry; the expert grasps again and finishes."""
+    env = TabletopEnv(task="pick_place", cameras=())
+    env.reset(seed=5)
+    expert = ScriptedExpert(env)
+    dropped = False
+    for _ in range(env.max_steps + 60):
+        action = expert.act()
+        if expert.phase == "carry" and not dropped:
+            action[-1] = 0.0  # the "policy" lets go
+            for _ in range(5):
+                env.step(action)
+            dropped = True
+            continue
+        _, _, terminated, _, info = env.step(action)
+        if terminated:
+            break
+    assert dropped and info["is_success"]
+    env.close()
+
+
+def test_expert_takes_over_from_a_half_open_gripper_far_away():
+    env = TabletopEnv(task="pick_cube", cameras=(), max_steps=120)
+    env.reset(seed=3)
+    low = env.action_space.low
+    bad = np.append((env.arm_qpos() + low[:-1] * 0.1), 0.5).astype(np.float32)
+    for _ in range(8):
+        env.step(bad)
+    expert = ScriptedExpert(env)
+    for _ in range(110):
+        _, _, terminated, truncated, info = env.step(expert.act())
+        if terminated or truncated:
+            break
+    assert info["is_success"]
+    env.close()
+
+
+def test_bad_actions_raise_clear_errors(pick_cube):
+    pick_cube.reset(seed=0)
+    with pytest.raises(ValueError, match="shape"):
+        pick_cube.step(np.zeros(3))
+    nan = np.zeros(7)
+    nan[2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        pick_cube.step(nan)
+    inf = np.zeros(7)
+    inf[6] = np.inf
+    with pytest.raises(ValueError, match="index|indices"):
+        pick_cube.step(inf)
+
+
+def test_unknown_names_raise_clear_errors():
+    with pytest.raises(ValueError, match="unknown task"):
+        TabletopEnv(task="juggle")
+    with pytest.raises(ValueError, match="unknown robot"):
+        TabletopEnv(robot="r2d2")
+    with pytest.raises(ValueError, match="unknown colour"):
+        TabletopEnv(task="pick_place", task_kwargs={"colours": ["red", "mauve", "blue"]})
+    with pytest.raises(ValueError, match="unknown camera"):
+        TabletopEnv(cameras=("ceiling",))
+
+
+def test_heldout_split_is_disjoint_from_train():
+    from envs.tasks.language import heldout_pairs
+
+    held = heldout_pairs()
+    for split, inside in (("train", False), ("heldout", True)):
+        env = TabletopEnv(task="pick_place", cameras=(), task_kwargs={"split": split})
+        for seed in range(15):
+            env.reset(seed=seed)
+            ep = env.episode
+            pair = (ep.cube_colours[ep.object_index], ep.pad_colours[ep.target_index])
+            assert (pair in held) == inside
+            assert ep.cube_colours[0] in env.episode.instruction
+        env.close()
+
+
+def test_distractors_present_and_instruction_names_the_object():
+    env = TabletopEnv(task="pick_place", cameras=())
+    env.reset(seed=2)
+    ep = env.episode
+    assert len(set(ep.cube_colours)) == 3 and len(set(ep.pad_colours)) == 3
+    assert ep.cube_colours[0] in ep.instruction and ep.pad_colours[0] in ep.instruction
+    env.close()

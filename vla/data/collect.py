@@ -1,0 +1,189 @@
+"""Scripted-expert demonstrations, run in parallel processes and recorded into a LeRobotDataset.
+
+Only successful episodes are kept. Seeds are consumed in order and the next unused seed is saved
+beside the dataset, so a resumed or extended run never repeats an episode. Optional noise
+injection perturbs the *executed* joint targets while the dataset records the expert's clean
+corrective action (DART), so policies learn to recover from their own drift.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from envs.config import EnvConfig, make_env
+from vla.data.recorder import DatasetRecorder, dataset_features, existing_episodes
+
+STATE_FILE = "collect_state.json"
+
+
+@dataclass
+class NoiseConfig:
+    std: float = 0.0  # radians, on executed arm joint targets
+    prob: float = 0.0  # per-step probability of a perturbation
+
+    def __post_init__(self) -> None:
+        if self.std < 0 or not 0 <= self.prob <= 1:
+            raise ValueError(f"noise.std must be >= 0 and noise.prob in [0, 1], got {self.std}, {self.prob}")
+
+
+@dataclass
+class CollectConfig:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    root: str = "data/pick_cube"
+    repo_id: str = "local/pick_cube"
+    episodes: int = 50  # total episodes wanted at root; an existing dataset is extended up to it
+    seed: int = 0
+    workers: int = 2
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    use_videos: bool = False
+    flush_every: int = 10
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+
+
+@dataclass
+class EpisodeResult:
+    seed: int
+    success: bool
+    task: str
+    frames: list[dict[str, np.ndarray]]
+
+
+_WORKER_ENV: dict[str, Any] = {}
+
+
+def run_expert_episode(env_cfg: EnvConfig, seed: int, noise: NoiseConfig) -> EpisodeResult:
+    """One expert episode; the env is built once per process and reused."""
+    from envs.expert import ScriptedExpert
+
+    key = repr(env_cfg)
+    if key not in _WORKER_ENV:
+        for old in _WORKER_ENV.values():
+            old.close()
+        _WORKER_ENV.clear()
+        _WORKER_ENV[key] = make_env(env_cfg)
+    env = _WORKER_ENV[key]
+    rng = np.random.default_rng(seed + 7_919)
+    obs, info = env.reset(seed=seed)
+    expert = ScriptedExpert(env)
+    frames = []
+    done = False
+    while not done:
+        action = expert.act()
+        frames.append({k: v for k, v in obs.items() if k != "task"} | {"action": action})
+        executed = action.copy()
+        if noise.std > 0 and rng.random() < noise.prob:
+            executed[:-1] += rng.normal(0.0, noise.std, size=executed.size - 1)
+        obs, _, terminated, truncated, info = env.step(executed)
+        done = terminated or truncated
+    return EpisodeResult(seed=seed, success=bool(info["is_success"]), task=obs["task"], frames=frames)
+
+
+def _worker(args: tuple[EnvConfig, int, NoiseConfig]) -> EpisodeResult:
+    return run_expert_episode(*args)
+
+
+def _init_worker() -> None:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def _results(cfg: CollectConfig, seeds: list[int], pool: Any) -> Iterator[EpisodeResult]:
+    jobs = [(cfg.env, s, cfg.noise) for s in seeds]
+    if pool is None:
+        yield from map(_worker, jobs)
+    else:
+        yield from pool.imap(_worker, jobs)
+
+
+def _read_next_seed(root: Path, default: int) -> int:
+    f = root / "meta" / STATE_FILE
+    return int(json.loads(f.read_text())["next_seed"]) if f.exists() else default
+
+
+def _write_next_seed(root: Path, seed: int) -> None:
+    f = root / "meta" / STATE_FILE
+    tmp = f.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"next_seed": seed}))
+    os.replace(tmp, f)
+
+
+@dataclass
+class CollectSummary:
+    root: str
+    recorded: int
+    discarded: int
+    total_episodes: int
+    frames: int
+    attempts: int
+    seconds: float
+
+    @property
+    def expert_success(self) -> float:
+        return self.recorded / self.attempts if self.attempts else float("nan")
+
+
+def collect(cfg: CollectConfig, progress: bool = True) -> CollectSummary:
+    """Record expert episodes at ``cfg.root`` until it holds ``cfg.episodes`` of them."""
+    import datasets
+    from tqdm import tqdm
+
+    datasets.disable_progress_bars()
+
+    root = Path(cfg.root)
+    have = existing_episodes(root)
+    need = max(0, cfg.episodes - have)
+    summary = CollectSummary(str(root), 0, 0, have, 0, 0, 0.0)
+    if need == 0:
+        return summary
+    probe = make_env(cfg.env)
+    features = dataset_features(
+        probe.cameras, probe.image_size, probe.state_names, probe.action_names, cfg.use_videos
+    )
+    fps, robot_type = int(round(probe.control_hz)), probe.robot.name
+    probe.close()
+
+    start = time.perf_counter()
+    next_seed = _read_next_seed(root, cfg.seed)
+    ctx = mp.get_context("spawn")
+    pool = ctx.Pool(cfg.workers, initializer=_init_worker) if cfg.workers > 1 else None
+    bar = tqdm(total=need, desc=f"collect {cfg.env.task}", unit="ep", disable=not progress)
+    try:
+        with DatasetRecorder(root, cfg.repo_id, fps, features, robot_type, cfg.flush_every,
+                             cfg.use_videos) as rec:
+            while summary.recorded < need:
+                missing = need - summary.recorded
+                seeds = list(range(next_seed, next_seed + missing + max(1, missing // 20)))
+                for result in _results(cfg, seeds, pool):
+                    next_seed = result.seed + 1
+                    summary.attempts += 1
+                    if result.success:
+                        rec.add_episode(result.frames, result.task)
+                        summary.recorded += 1
+                        summary.frames += len(result.frames)
+                        bar.update(1)
+                    else:
+                        summary.discarded += 1
+                    bar.set_postfix(discarded=summary.discarded)
+                    _write_next_seed(root, next_seed)
+                    if summary.recorded >= need:
+                        break
+            summary.total_episodes = rec.num_episodes
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+    summary.seconds = time.perf_counter() - start
+    return summary

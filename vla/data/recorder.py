@@ -1,0 +1,168 @@
+"""Writes episodes into a LeRobotDataset (v3) at a local root, durably.
+
+lerobot keeps one parquet file open across episodes and writes its footer only at ``finalize()``;
+a run killed before that would lose every episode of the open file. The recorder therefore
+finalises every ``flush_every`` episodes and reopens with ``LeRobotDataset.resume`` (which starts
+a new data file), and finalises on any exception. Data files that no episode references (left by
+a hard kill mid-segment) are moved aside on open, so what was finalised stays readable.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vla.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, TASK_KEY
+
+log = logging.getLogger(__name__)
+
+
+def dataset_features(
+    cameras: Sequence[str],
+    image_size: int,
+    state_names: Sequence[str],
+    action_names: Sequence[str],
+    use_videos: bool = False,
+    extra: Mapping[str, dict[str, Any]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """LeRobot feature dict for camera images, state and action (plus ``extra`` per-frame features)."""
+    image = {
+        "dtype": "video" if use_videos else "image",
+        "shape": (image_size, image_size, 3),
+        "names": ["height", "width", "channels"],
+    }
+    features: dict[str, dict[str, Any]] = {IMAGE_PREFIX + cam: dict(image) for cam in cameras}
+    features[STATE_KEY] = {"dtype": "float32", "shape": (len(state_names),), "names": list(state_names)}
+    features[ACTION_KEY] = {"dtype": "float32", "shape": (len(action_names),), "names": list(action_names)}
+    features.update(extra or {})
+    return features
+
+
+def _referenced_data_files(root: Path) -> set[Path] | None:
+    import pyarrow.parquet as pq
+
+    episode_files = sorted((root / "meta" / "episodes").glob("**/*.parquet"))
+    if not episode_files:
+        return None
+    cols = ["data/chunk_index", "data/file_index"]
+    referenced = set()
+    for f in episode_files:
+        table = pq.read_table(f, columns=cols).to_pydict()
+        for c, i in zip(table[cols[0]], table[cols[1]], strict=True):
+            referenced.add(root / "data" / f"chunk-{c:03d}" / f"file-{i:03d}.parquet")
+    return referenced
+
+
+def quarantine_orphans(root: Path) -> list[Path]:
+    """Move data files that no finalised episode references into ``root/orphaned``."""
+    referenced = _referenced_data_files(root)
+    if referenced is None:
+        return []
+    moved = []
+    for f in sorted((root / "data").glob("**/*.parquet")):
+        if f not in referenced:
+            dest = root / "orphaned" / f.relative_to(root)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(f, dest)
+            moved.append(dest)
+    if moved:
+        log.warning("moved %d unfinished data file(s) of an interrupted run to %s", len(moved), root / "orphaned")
+    return moved
+
+
+def existing_episodes(root: Path) -> int:
+    """Number of finalised episodes at ``root`` (0 if there is no dataset)."""
+    info = root / "meta" / "info.json"
+    if not info.exists():
+        return 0
+    import json
+
+    return int(json.loads(info.read_text())["total_episodes"])
+
+
+class DatasetRecorder:
+    """Append episodes to a local LeRobotDataset; safe against interruption."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        repo_id: str,
+        fps: int,
+        features: dict[str, dict[str, Any]],
+        robot_type: str,
+        flush_every: int = 10,
+        use_videos: bool = False,
+    ) -> None:
+        from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+        self.root = Path(root)
+        self.repo_id = repo_id
+        self.flush_every = max(1, flush_every)
+        self._cls = LeRobotDataset
+        if (self.root / "meta" / "info.json").exists():
+            quarantine_orphans(self.root)
+            self._check_features(features)
+            self._ds = LeRobotDataset.resume(repo_id, root=self.root)
+        else:
+            if self.root.exists() and any(self.root.iterdir()):
+                raise FileExistsError(
+                    f"{self.root} exists and is not a LeRobotDataset (no meta/info.json); "
+                    "choose an empty or new root, or delete it"
+                )
+            if self.root.exists():
+                self.root.rmdir()
+            self._ds = LeRobotDataset.create(
+                repo_id, fps=fps, features=features, root=self.root, robot_type=robot_type,
+                use_videos=use_videos,
+            )
+        self._since_flush = 0
+
+    def _check_features(self, features: dict[str, dict[str, Any]]) -> None:
+        import json
+
+        info = json.loads((self.root / "meta" / "info.json").read_text())
+        have = info["features"]
+        for key, spec in features.items():
+            if key not in have or tuple(have[key]["shape"]) != tuple(spec["shape"]):
+                found = {k: tuple(v["shape"]) for k, v in have.items() if not k.startswith(("index", "episode"))}
+                raise ValueError(
+                    f"cannot append to {self.root}: feature {key!r} with shape {tuple(spec['shape'])} "
+                    f"does not match the dataset's features {found}; record into a new root instead"
+                )
+
+    @property
+    def num_episodes(self) -> int:
+        return self._ds.meta.total_episodes
+
+    def add_episode(self, frames: Sequence[Mapping[str, Any]], task: str) -> None:
+        """Write one whole episode; each frame maps feature names to arrays."""
+        for frame in frames:
+            self._ds.add_frame({**{k: np.asarray(v) for k, v in frame.items()}, TASK_KEY: task})
+        self._ds.save_episode()
+        self._since_flush += 1
+        if self._since_flush >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Finalise what is written so far and reopen for appending."""
+        if self._since_flush == 0:
+            return
+        self._ds.finalize()
+        self._ds = self._cls.resume(self.repo_id, root=self.root)
+        self._since_flush = 0
+
+    def close(self) -> None:
+        if self._ds.has_pending_frames():
+            self._ds.clear_episode_buffer()
+        self._ds.finalize()
+
+    def __enter__(self) -> DatasetRecorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

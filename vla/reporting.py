@@ -1,0 +1,29 @@
+"""Small console reports: every long job ends with a table of its figures."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def print_table(title: str, rows: Mapping[str, Any]) -> None:
+    """Two-column table of named figures."""
+    table = Table(title=title, show_header=False)
+    table.add_column("figure", style="bold")
+    table.add_column("value", justify="right")
+    for key, value in rows.items():
+        table.add_row(str(key), str(value))
+    Console().print(table)
+
+
+def print_grid(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Table with a header row, e.g. one row per task or per method."""
+    table = Table(title=title)
+    for h in header:
+        table.add_column(str(h), justify="right" if h != header[0] else "left")
+    for row in rows:
+        table.add_row(*(str(v) for v in row))
+    Console().print(table)
