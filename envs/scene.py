@@ -85,6 +85,8 @@ def build_model(
     # Keyframes of the robot file would not match the scene's qpos layout; home comes from RobotSpec.
     for key in list(arm.keys):
         arm.delete(key)
+    if robot.prepare is not None:
+        robot.prepare(arm)
     mount = world.add_frame(pos=list(robot.base_pos))
     scene.attach(arm, prefix=PREFIX, frame=mount)
     return scene.compile()

@@ -10,7 +10,7 @@ Observation (LeRobot feature names): ``observation.images.front`` and ``observat
 from __future__ import annotations
 
 import string
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import mujoco
@@ -26,7 +26,7 @@ INSTRUCTION_CHARSET = string.ascii_lowercase + string.ascii_uppercase + string.d
 
 
 class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
 
     def __init__(
         self,
@@ -59,7 +59,7 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
         self.terminate_on_success = terminate_on_success
         self.render_mode = render_mode
         self.render_size = render_size
-        self.metadata = {**self.metadata, "render_fps": int(round(control_hz))}
+        self.metadata = {**self.metadata, "render_fps": round(control_hz)}
 
         self.cube_half = self.robot.cube_half
         self.reach_x, self.reach_y = self.robot.reach_x, self.robot.reach_y

@@ -132,7 +132,7 @@ def test_bad_actions_raise_clear_errors(pick_cube):
         pick_cube.step(nan)
     inf = np.zeros(7)
     inf[6] = np.inf
-    with pytest.raises(ValueError, match="index|indices"):
+    with pytest.raises(ValueError, match=r"index|indices"):
         pick_cube.step(inf)
 
 

@@ -152,7 +152,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectSummary:
     features = dataset_features(
         probe.cameras, probe.image_size, probe.state_names, probe.action_names, cfg.use_videos
     )
-    fps, robot_type = int(round(probe.control_hz)), probe.robot.name
+    fps, robot_type = round(probe.control_hz), probe.robot.name
     probe.close()
 
     start = time.perf_counter()
