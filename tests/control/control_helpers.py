@@ -1,0 +1,131 @@
+"""Stand-in robots, policies and gates that keep the control-loop tests fast and deterministic."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from vla.supervision.control_loop import GateVerdict
+from vla.supervision.robot import Robot, RobotReadError
+from vla.types import IMAGE_PREFIX, STATE_KEY, TASK_KEY
+
+N_ARM = 3
+HORIZON = 8
+
+
+class FakeRobot(Robot):
+    """A 3-joint arm + gripper whose joints reach each target in one tick; no physics, no rendering."""
+
+    def __init__(self, fail_reads: set[int] | None = None, image_size: int = 8) -> None:
+        super().__init__()
+        self.q = np.zeros(N_ARM + 1)
+        self.sent: list[np.ndarray] = []
+        self.reads = 0
+        self.fail_reads = fail_reads or set()
+        self.stopped = 0
+        self.image_size = image_size
+
+    @property
+    def state_names(self) -> list[str]:
+        return [*(f"j{i}" for i in range(N_ARM)), "gripper"]
+
+    @property
+    def action_names(self) -> list[str]:
+        return [*(f"j{i}.target" for i in range(N_ARM)), "gripper"]
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        return ("front",)
+
+    def read(self) -> dict[str, Any]:
+        i = self.reads
+        self.reads += 1
+        if i in self.fail_reads:
+            raise RobotReadError(f"bus timeout on read {i}")
+        img = np.full((self.image_size, self.image_size, 3), 100, np.uint8)
+        return {IMAGE_PREFIX + "front": img, STATE_KEY: self.q.astype(np.float32), TASK_KEY: "move"}
+
+    def _send(self, action: np.ndarray) -> np.ndarray:
+        self.q = action.copy()
+        self.sent.append(action.copy())
+        return action
+
+    def measured_action(self) -> np.ndarray:
+        return self.q.copy()
+
+    def stop(self) -> None:
+        self.stopped += 1
+        super().stop()
+
+
+def ramp_predictor(step: float = 0.01, latency_s: float = 0.0):
+    """A healthy policy: every joint advances ``step`` per tick from the observed state."""
+
+    def predict(obs: Mapping[str, Any]) -> np.ndarray:
+        if latency_s:
+            time.sleep(latency_s)
+        q = np.asarray(obs[STATE_KEY], dtype=np.float64)
+        chunk = q + step * np.arange(1, HORIZON + 1)[:, None]
+        chunk[:, -1] = 0.0
+        return chunk
+
+    return predict
+
+
+class CountingPredictor:
+    """Wraps a predictor; ``bad(call_index)`` decides which calls misbehave and how."""
+
+    def __init__(self, good, mode: str, bad_calls: set[int] | None = None, delay_s: float = 0.0) -> None:
+        self.good, self.mode, self.bad_calls, self.delay_s = good, mode, bad_calls, delay_s
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, obs: Mapping[str, Any]) -> Any:
+        with self.lock:
+            i = self.calls
+            self.calls += 1
+        if self.bad_calls is not None and i not in self.bad_calls:
+            return self.good(obs)
+        if self.mode == "raise":
+            raise RuntimeError("CUDA error: device-side assert (simulated)")
+        if self.mode == "nan":
+            chunk = self.good(obs)
+            chunk[2, 1] = np.nan
+            return chunk
+        if self.mode == "shape":
+            return self.good(obs)[:, :-1]
+        if self.mode == "slow":
+            time.sleep(self.delay_s)
+            return self.good(obs)
+        raise ValueError(self.mode)
+
+
+class ScriptedGate:
+    """Decides by chunk number: ``script[i]`` is the decision for the i-th chunk (approve after the end)."""
+
+    def __init__(self, script: list[str], operator_ticks: int = 3) -> None:
+        self.script, self.operator_ticks = list(script), operator_ticks
+        self.reviewed = 0
+        self._left = 0
+
+    def reset(self, robot: Robot) -> None:
+        self.reviewed, self._left = 0, 0
+
+    def review(self, chunk: np.ndarray, observation: Mapping[str, Any], obs_tick: int, tick: int) -> GateVerdict:
+        i = self.reviewed
+        self.reviewed += 1
+        decision = self.script[i] if i < len(self.script) else "approve"
+        if decision == "takeover":
+            self._left = self.operator_ticks
+        return GateVerdict(decision, chunk if decision == "approve" else None, reason=f"chunk {i}", risk=0.5)
+
+    def operator_action(self, observation: Mapping[str, Any], tick: int) -> np.ndarray | None:
+        if self._left <= 0:
+            return None
+        self._left -= 1
+        q = np.asarray(observation[STATE_KEY], dtype=np.float64)
+        return np.append(q[:-1] - 0.05, 1.0)
