@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from vla.supervision.control_loop import GateVerdict
+from vla.supervision.control_loop import GateTick
 from vla.supervision.robot import Robot, RobotReadError
 from vla.types import IMAGE_PREFIX, STATE_KEY, TASK_KEY
 
@@ -104,28 +105,48 @@ class CountingPredictor:
         raise ValueError(self.mode)
 
 
+@dataclass
+class Decided:
+    decision: str
+    reason: str = ""
+
+
 class ScriptedGate:
-    """Decides by chunk number: ``script[i]`` is the decision for the i-th chunk (approve after the end)."""
+    """A tick gate deciding by chunk number: ``script[i]`` for the i-th proposal (approve after the end).
 
-    def __init__(self, script: list[str], operator_ticks: int = 3) -> None:
-        self.script, self.operator_ticks = list(script), operator_ticks
-        self.reviewed = 0
-        self._left = 0
+    Approve runs ``n_action_steps`` actions; veto holds and re-queries next tick; takeover lets a
+    scripted operator drive ``operator_ticks`` ticks (gripper closed, arm backing off) then hands
+    back; abort stops.
+    """
 
-    def reset(self, robot: Robot) -> None:
-        self.reviewed, self._left = 0, 0
+    def __init__(self, script: list[str], operator_ticks: int = 3, n_action_steps: int = 2) -> None:
+        self.script, self.operator_ticks, self.n_action_steps = list(script), operator_ticks, n_action_steps
+        self.reset()
 
-    def review(self, chunk: np.ndarray, observation: Mapping[str, Any], obs_tick: int, tick: int) -> GateVerdict:
-        i = self.reviewed
-        self.reviewed += 1
-        decision = self.script[i] if i < len(self.script) else "approve"
-        if decision == "takeover":
-            self._left = self.operator_ticks
-        return GateVerdict(decision, chunk if decision == "approve" else None, reason=f"chunk {i}", risk=0.5)
+    def reset(self) -> None:
+        self.proposals, self.queue, self.left, self.last, self.stopped = 0, [], 0, None, False
 
-    def operator_action(self, observation: Mapping[str, Any], tick: int) -> np.ndarray | None:
-        if self._left <= 0:
-            return None
-        self._left -= 1
-        q = np.asarray(observation[STATE_KEY], dtype=np.float64)
-        return np.append(q[:-1] - 0.05, 1.0)
+    def tick(self, obs: Mapping[str, Any], propose) -> GateTick:
+        q = np.asarray(obs[STATE_KEY], dtype=np.float64)
+        self.last = q if self.last is None else self.last
+        decided = None
+        if self.left == 0 and not self.queue:
+            chunk = np.asarray(propose(1))
+            i = self.proposals
+            self.proposals += 1
+            decided = Decided(self.script[i] if i < len(self.script) else "approve", f"chunk {i}")
+            if decided.decision == "approve":
+                self.queue = list(chunk[: self.n_action_steps])
+            elif decided.decision == "takeover":
+                self.left = self.operator_ticks
+            elif decided.decision == "abort":
+                self.stopped = True
+                return GateTick(self.last.copy(), "stopped", decision=decided)
+        if self.left > 0:
+            self.left -= 1
+            self.last = np.append(q[:-1] - 0.05, 1.0)
+            return GateTick(self.last.copy(), "operator", decision=decided)
+        if self.queue:
+            self.last = self.queue.pop(0)
+            return GateTick(self.last.copy(), "policy", decision=decided)
+        return GateTick(self.last.copy(), "hold", decision=decided)

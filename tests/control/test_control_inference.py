@@ -55,7 +55,7 @@ def test_timeout_is_reported_once_and_the_late_answer_is_dropped():
         inf.submit({}, 0)
         result = inf.wait()
         assert result is not None and result.timed_out and isinstance(result.error, TimeoutError)
-        assert inf.busy and inf.poll() is None  # abandoned but still running: no second report
+        assert inf.busy and inf.stalled and inf.poll() is None  # abandoned but still running: no second report
         time.sleep(0.35)
         assert inf.poll() is None and not inf.busy  # the late chunk never reaches the caller
         assert inf.timeouts == 1 and len(inf.latencies) == 1 and inf.latencies[0] >= 0.3

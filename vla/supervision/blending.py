@@ -116,13 +116,21 @@ class ActionQueue:
         self._plan = kept | {t: [a] for t, a in zip(ticks, ahead, strict=True)}
         return len(ahead)
 
+    def peek(self, now: int) -> np.ndarray:
+        """(k, A) blended plan from tick ``now`` on, without consuming it ((0, 0) when nothing is planned)."""
+        ticks = sorted(t for t in self._plan if t >= now)
+        if not ticks or ticks[0] != now:
+            return np.zeros((0, 0))
+        return np.stack([self._blend(self._plan[t]) for t in ticks])
+
+    def _blend(self, preds: list[np.ndarray]) -> np.ndarray:
+        if len(preds) == 1:
+            return preds[0].copy()
+        return temporal_ensemble(np.stack(preds), self.m, self.gripper_dims)
+
     def pop(self, now: int) -> np.ndarray | None:
         """The action for tick ``now`` (blended), or None when nothing is planned for it."""
         for t in [t for t in self._plan if t < now]:
             del self._plan[t]
         preds = self._plan.pop(now, None)
-        if preds is None:
-            return None
-        if len(preds) == 1:
-            return preds[0].copy()
-        return temporal_ensemble(np.stack(preds), self.m, self.gripper_dims)
+        return None if preds is None else self._blend(preds)

@@ -1,19 +1,24 @@
 """The supervised control loop: a robot at a fixed rate, fed by chunks that pass a gate.
 
-Each tick: read the observation -> collect a finished chunk (check it, pass it through the gate,
-blend it into the action queue) -> ask for the next chunk if the queue is running low -> pick the
-action (operator while it is in control, else the queue, else hold) -> send -> record -> sleep to
-the next deadline. With ``async_inference`` the chunk is computed in a background thread while the
-queue keeps the robot moving; without it the tick blocks on inference (the baseline).
+Each tick: read the observation -> take a finished chunk from the background inference, check it
+and blend it into the plan (:class:`~vla.supervision.blending.ActionQueue`, aligned by time) ->
+ask for the next chunk if the gate will need one soon -> ``gate.tick(obs, propose)`` picks the
+action (the policy's approved actions, the operator's while it drives, or hold) -> send -> record
+-> sleep to the next deadline.
 
-The next chunk is requested when ``refill_at`` or fewer actions remain. The lead grows with the
-measured inference latency (p90, in ticks, plus one) so a slow policy gets asked earlier instead of
-letting the queue run dry.
+The gate (:class:`~vla.supervision.gate.SupervisionGate`, or :class:`PassThroughGate` without
+supervision) owns the decision per chunk: it calls ``propose`` when its queue of approved actions
+is empty, filters and scores what it gets, and runs ``n_action_steps`` of it. ``propose`` hands it
+the blended plan from this tick on. With ``async_inference`` the chunk for the gate's next request
+is asked for ``lead`` ticks ahead (the p90 of the measured latency plus one), so it is usually ready
+and blended in when the gate asks; if not, the gate gets the rest of the previous plan, and only an
+empty plan (episode start, after a veto or a takeover) waits for inference. Without
+``async_inference`` every request blocks the tick (the baseline it is measured against).
 
-Faults never stop the robot abruptly: a policy that raises, returns NaN or a wrong shape, or
-times out leaves the queue as it was (hold when it is empty); a failed read holds the last target.
-Each is counted and logged; after ``max_consecutive_faults`` faulty ticks in a row the episode
-stops with a safe stop. ``estop()`` (thread-safe) stops at the next tick.
+Faults never stop the robot abruptly: a policy that raises, returns NaN or a wrong shape, or times
+out leaves the plan as it was (the gate holds when it is empty); a failed read holds the last target
+without consulting the gate. Each is counted and logged; after ``max_consecutive_faults`` faulty
+ticks in a row the episode ends with a safe stop. ``estop()`` (thread-safe) stops at the next tick.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import logging
 import math
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -36,47 +41,6 @@ from vla.supervision.robot import Robot, RobotReadError, SimRobot
 from vla.types import STATE_KEY, TASK_KEY
 
 log = logging.getLogger(__name__)
-DECISIONS = ("approve", "veto", "takeover", "abort")
-
-
-@dataclass
-class GateVerdict:
-    """What the gate made of one chunk: ``chunk`` is the (safety-filtered) chunk to run on approve."""
-
-    decision: str  # approve | veto | takeover | abort
-    chunk: np.ndarray | None = None
-    reason: str = ""
-    risk: float = float("nan")
-
-    def __post_init__(self) -> None:
-        if self.decision not in DECISIONS:
-            raise ValueError(f"gate decision {self.decision!r} is unknown; expected one of {list(DECISIONS)}")
-
-
-class ChunkGate(Protocol):
-    """What the loop needs from a supervision gate."""
-
-    def reset(self, robot: Robot) -> None:
-        """A new episode starts on ``robot``."""
-
-    def review(self, chunk: np.ndarray, observation: Mapping[str, Any], obs_tick: int, tick: int) -> GateVerdict:
-        """Judge a chunk predicted from the observation of ``obs_tick``, arriving at ``tick``."""
-
-    def operator_action(self, observation: Mapping[str, Any], tick: int) -> np.ndarray | None:
-        """While the operator is in control: its action, or None to hand control back to the policy."""
-
-
-class PassThroughGate:
-    """Approves every chunk unchanged: the loop without supervision (timing baselines, tests)."""
-
-    def reset(self, robot: Robot) -> None:
-        pass
-
-    def review(self, chunk: np.ndarray, observation: Mapping[str, Any], obs_tick: int, tick: int) -> GateVerdict:
-        return GateVerdict("approve", chunk)
-
-    def operator_action(self, observation: Mapping[str, Any], tick: int) -> np.ndarray | None:
-        return None
 
 
 @dataclass
@@ -86,8 +50,8 @@ class ControlConfig:
     realtime: bool = True  # sleep to hold the rate; false steps a simulator as fast as it goes (evaluation)
     blend: str = "crossfade"  # crossfade | ensemble | none
     ensemble_m: float = 0.1
-    execute_steps: int = 5  # actions of a chunk run before the next is due (the policy's n_action_steps)
-    refill_at: int | None = None  # request when <= this many actions remain; None: chunk length - execute_steps
+    execute_steps: int = 5  # actions run per chunk by PassThroughGate (SupervisionGate has its own setting)
+    lead: int | None = None  # ticks ahead of the gate's need to request a chunk; None: from measured latency
     inference_timeout_s: float = 1.0
     max_consecutive_faults: int = 20
     max_steps: int | None = None  # per episode; None: until the robot reports done (SimRobot) or forever
@@ -99,8 +63,8 @@ class ControlConfig:
             raise ValueError(f"control.blend={self.blend!r} is unknown; choose from {list(BLEND_MODES)}")
         if self.execute_steps < 1:
             raise ValueError(f"control.execute_steps must be >= 1, got {self.execute_steps}")
-        if self.refill_at is not None and self.refill_at < 0:
-            raise ValueError(f"control.refill_at must be >= 0 or null, got {self.refill_at}")
+        if self.lead is not None and self.lead < 0:
+            raise ValueError(f"control.lead must be >= 0 ticks or null (from latency), got {self.lead}")
         if not self.inference_timeout_s > 0:
             raise ValueError(f"control.inference_timeout_s must be positive, got {self.inference_timeout_s}")
         if self.max_consecutive_faults < 1:
@@ -109,6 +73,58 @@ class ControlConfig:
     @property
     def period(self) -> float:
         return 1.0 / self.hz
+
+
+# ------------------------------------------------------------------------------------------ gate
+
+
+@dataclass
+class GateTick:
+    """One tick's outcome (SupervisionGate's TickResult has the same fields)."""
+
+    action: np.ndarray
+    actor: str  # policy | operator | hold | stopped
+    risk: float = float("nan")
+    decision: Any = None  # the last decision taken this tick (with .decision, .reason), if any
+
+
+class TickGate(Protocol):
+    """What the loop needs from a gate; :class:`~vla.supervision.gate.SupervisionGate` is one."""
+
+    def reset(self) -> None: ...
+
+    def tick(self, obs: Mapping[str, Any], propose: Callable[[int], np.ndarray]) -> Any: ...
+
+
+class ChunkUnavailable(RuntimeError):
+    """``propose`` had nothing to offer (the policy failed or timed out); the gate holds position."""
+
+
+class PassThroughGate:
+    """No supervision: runs ``n_action_steps`` of every chunk; holds when ``propose`` fails."""
+
+    def __init__(self, robot: Robot, n_action_steps: int) -> None:
+        self.robot, self.n_action_steps = robot, n_action_steps
+        self._queue: deque[np.ndarray] = deque()
+        self._last: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self._queue.clear()
+        self._last = None
+
+    def tick(self, obs: Mapping[str, Any], propose: Callable[[int], np.ndarray]) -> GateTick:
+        if self._last is None:
+            self._last = np.asarray(obs[STATE_KEY], dtype=np.float64)
+        if not self._queue:
+            try:
+                self._queue.extend(np.asarray(propose(1), dtype=np.float64)[: self.n_action_steps])
+            except ChunkUnavailable:
+                return GateTick(self._last.copy(), "hold")
+        self._last = self._queue.popleft()
+        return GateTick(self._last.copy(), "policy")
+
+
+# ---------------------------------------------------------------------------------------- report
 
 
 @dataclass
@@ -121,12 +137,10 @@ class EpisodeReport:
     tick_s: list[float] = field(default_factory=list)  # work time of each tick (without the sleep)
     latencies_s: list[float] = field(default_factory=list)  # inference wall time of each completed request
     faults: Counter = field(default_factory=Counter)  # kind -> count
-    held_ticks: int = 0  # ticks with no action to run (queue dry, fault) that held position
-    takeovers: int = 0  # times the operator took control
-    operator_steps: int = 0
-    vetoes: int = 0
-    chunks: int = 0  # chunks accepted into the queue
-    decisions: list[dict[str, Any]] = field(default_factory=list)
+    actors: Counter = field(default_factory=Counter)  # policy | operator | hold -> ticks
+    takeovers: int = 0
+    decisions: Counter = field(default_factory=Counter)  # gate decisions by name
+    chunks: int = 0  # chunks blended into the plan
 
     @property
     def achieved_hz(self) -> float:
@@ -136,17 +150,14 @@ class EpisodeReport:
     def deadline_miss_rate(self) -> float:
         return self.deadline_misses / self.steps if self.steps else 0.0
 
-    def latency(self) -> dict[str, float]:
-        return latency_summary(self.latencies_s)
-
 
 def check_chunk(chunk: Any, action_dim: int) -> np.ndarray:
-    """A predictor's output as a (H, A) float array; raises ValueError naming what is wrong."""
+    """A predictor's output as (H, A), or (S, H, A) samples; raises ValueError naming what is wrong."""
     a = np.asarray(chunk, dtype=np.float64)
     if a.ndim == 3 and a.shape[0] == 1:
-        a = a[0]  # a batch of one
-    if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] != action_dim:
-        raise ValueError(f"chunk has shape {a.shape}, expected (H, {action_dim})")
+        a = a[0]
+    if a.ndim not in (2, 3) or a.shape[-2] < 1 or a.shape[-1] != action_dim:
+        raise ValueError(f"chunk has shape {a.shape}, expected (H, {action_dim}) or (samples, H, {action_dim})")
     if not np.all(np.isfinite(a)):
         raise ValueError(f"chunk has {int((~np.isfinite(a)).sum())} NaN/inf values")
     return a
@@ -158,20 +169,21 @@ class ControlLoop:
         robot: Robot,
         predictor: ChunkPredictor,
         cfg: ControlConfig,
-        gate: ChunkGate | None = None,
+        gate: TickGate | None = None,
         recorder: InterventionRecorder | None = None,
         clock: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.robot, self.cfg, self.gate, self.recorder = robot, cfg, gate or PassThroughGate(), recorder
+        self.robot, self.cfg, self.recorder = robot, cfg, recorder
+        self.gate: TickGate = gate if gate is not None else PassThroughGate(robot, cfg.execute_steps)
         self.clock, self.sleep = clock, sleep
         self.inference = AsyncInference(predictor, cfg.inference_timeout_s)
-        self.queue = ActionQueue(cfg.blend, cfg.ensemble_m, robot.gripper_dims)
+        self.plan = ActionQueue(cfg.blend, cfg.ensemble_m, robot.gripper_dims)
         self._estop = threading.Event()
-        self._chunk_len: int | None = None
-        self._unhealthy = False
+        self._samples: tuple[int, np.ndarray] | None = None  # (start tick, (S, H, A)) of the newest chunk
+        self._t, self._obs, self._next_need, self._fresh_tick = 0, None, 0, -1
+        self._unhealthy, self._rep = False, EpisodeReport()
 
-    # -------------------------------------------------------------------------------- control
     def estop(self) -> None:
         """Emergency stop: the running episode stops safely at its next tick (callable from any thread)."""
         self._estop.set()
@@ -179,32 +191,35 @@ class ControlLoop:
     def close(self) -> None:
         self.inference.close()
 
-    def _refill_at(self) -> int:
-        chunk = self._chunk_len or self.cfg.execute_steps
-        base = self.cfg.refill_at if self.cfg.refill_at is not None else max(0, chunk - self.cfg.execute_steps)
-        if not self.cfg.async_inference:
-            return base
+    def _lead(self) -> int:
+        if self.cfg.lead is not None:
+            return self.cfg.lead
         lat = self.inference.latencies[-20:]
-        lead = math.ceil(float(np.percentile(lat, 90)) * self.cfg.hz) + 1 if lat else 1
-        return min(max(base, lead), max(chunk - 1, 0))
+        return math.ceil(float(np.percentile(lat, 90)) * self.cfg.hz) + 1 if lat else 1
 
-    # -------------------------------------------------------------------------------- episode
+    # ---------------------------------------------------------------------------------- episode
     def run_episode(self, seed: int | None = None, max_steps: int | None = None) -> EpisodeReport:
         """Run one episode (``SimRobot`` is reset with ``seed``) until done, ``max_steps``, abort or e-stop."""
-        cfg, robot, rep = self.cfg, self.robot, EpisodeReport()
+        cfg, robot = self.cfg, self.robot
+        rep = self._rep = EpisodeReport()
         max_steps = max_steps or cfg.max_steps
         self._estop.clear()
-        self.queue.clear()
-        self._drain()
-        self._unhealthy = False
+        self._forget_plan()
+        if self.inference.busy:  # a previous episode's request must not leak into this one
+            self.inference.wait()
+        self.inference.poll()
+        self._unhealthy, self._t, self._next_need, self._fresh_tick = False, 0, 0, -1
         if isinstance(robot, SimRobot):
             robot.reset(seed)
-        self.gate.reset(robot)
+        self.gate.reset()
         n_lat0 = len(self.inference.latencies)
-        obs = self._safe_read(rep)
+        obs = self._safe_read()
+        if obs is not None:  # the first chunk is computed before the clock starts: start-up is not a miss
+            self.inference.submit(obs, 0)
+            self._take(self.inference.wait())
         if self.recorder is not None:
             self.recorder.begin_episode(str(obs.get(TASK_KEY, "")) if obs else "")
-        operator, faults_in_row, t = False, 0, 0
+        faults_in_row, prev_actor = 0, "policy"
         start = deadline = self.clock()
         try:
             while True:
@@ -212,19 +227,21 @@ class ControlLoop:
                 if self._estop.is_set():
                     rep.stop_reason = "estop"
                     break
-                if t > 0:
-                    obs = self._safe_read(rep)
-                verdict = self._collect(obs, t, rep, operator) if obs is not None else None
-                if verdict is not None and verdict.decision == "abort":
+                if self._t > 0:
+                    obs = self._safe_read()
+                if obs is None:
+                    action, actor = None, "hold"
+                else:
+                    self._take(self.inference.poll())
+                    self._prefetch(obs, prev_actor)
+                    self._obs = obs
+                    result = self.gate.tick(obs, self._propose)
+                    action, actor = np.asarray(result.action, dtype=np.float64), str(result.actor)
+                    self._after_gate(result, actor, prev_actor)
+                if actor == "stopped":
                     rep.stop_reason = "abort"
                     break
-                if verdict is not None and verdict.decision == "takeover" and not operator:
-                    operator = True
-                    rep.takeovers += 1
-                    self.queue.clear()
-                action, operator = self._choose(obs, t, operator)
-                # A dry queue while the policy is healthy is only latency; while it keeps failing it is a fault.
-                faulty = obs is None or (action is None and self._unhealthy)
+                faulty = obs is None or (actor == "hold" and self._unhealthy)
                 faults_in_row = faults_in_row + 1 if faulty else 0
                 if faults_in_row >= cfg.max_consecutive_faults:
                     rep.stop_reason = "faults"
@@ -232,20 +249,20 @@ class ControlLoop:
                     break
                 try:
                     sent = robot.send(action) if action is not None else robot.hold()
-                except Exception as exc:  # any send failure ends the episode; stop() is still tried
+                except Exception as exc:  # a refused or failed send ends the episode; stop() is still tried
                     rep.faults["send"] += 1
                     rep.stop_reason = "send_failure"
-                    log.error("robot send failed at tick %d: %s", t, exc)
+                    log.error("robot send failed at tick %d: %s", self._t, exc)
                     break
-                rep.held_ticks += int(action is None)
-                rep.operator_steps += int(operator)
+                rep.actors[actor] += 1
                 if self.recorder is not None and obs is not None:
-                    self.recorder.add_frame(obs, sent, intervention=operator)
-                t = rep.steps = t + 1
+                    self.recorder.add_frame(obs, sent, intervention=actor == "operator")
+                prev_actor = actor
+                self._t = rep.steps = self._t + 1
                 if isinstance(robot, SimRobot) and robot.done:
                     rep.stop_reason = "success" if robot.success else "time_limit"
                     break
-                if max_steps is not None and t >= max_steps:
+                if max_steps is not None and self._t >= max_steps:
                     rep.stop_reason = "max_steps"
                     break
                 now = self.clock()
@@ -259,7 +276,7 @@ class ControlLoop:
                         self.sleep(deadline - now)
         finally:
             if rep.stop_reason not in ("success", "time_limit", "max_steps"):
-                self._safe_stop(rep)
+                self._safe_stop()
             rep.wall_s = self.clock() - start
             rep.success = bool(isinstance(robot, SimRobot) and robot.success)
             rep.latencies_s = list(self.inference.latencies[n_lat0:])
@@ -267,96 +284,104 @@ class ControlLoop:
                 self.recorder.end_episode()
         return rep
 
-    def _drain(self) -> None:
-        """Forget a previous episode's in-flight request: wait it out so its answer cannot leak in."""
-        if self.inference.busy:
-            self.inference.wait(self.cfg.inference_timeout_s)
-        self.inference.poll()
-
-    def _safe_read(self, rep: EpisodeReport) -> dict[str, Any] | None:
+    # ------------------------------------------------------------------------------- per tick
+    def _safe_read(self) -> dict[str, Any] | None:
         try:
             obs = self.robot.read()
         except RobotReadError as exc:
-            rep.faults["read"] += 1
+            self._rep.faults["read"] += 1
             log.warning("robot read failed (holding position): %s", exc)
             return None
         state = np.asarray(obs.get(STATE_KEY, []), dtype=np.float64)
         if not np.all(np.isfinite(state)):
-            rep.faults["read"] += 1
+            self._rep.faults["read"] += 1
             log.warning("robot state is not finite (holding position): %s", state.tolist())
             return None
         return obs
 
-    def _safe_stop(self, rep: EpisodeReport) -> None:
+    def _safe_stop(self) -> None:
+        abort = getattr(self.gate, "abort", None)
+        if callable(abort) and not getattr(self.gate, "stopped", False):
+            abort(self._rep.stop_reason or "control loop stopped")  # logs the stop beside the gate's decisions
         try:
             self.robot.stop()
         except Exception as exc:  # report it; the episode is ending anyway
-            rep.faults["stop"] += 1
+            self._rep.faults["stop"] += 1
             log.error("safe stop failed: %s", exc)
 
-    def _fault(self, rep: EpisodeReport, kind: str, msg: str, t: int) -> None:
-        rep.faults[kind] += 1
+    def _fault(self, kind: str, msg: str) -> None:
+        self._rep.faults[kind] += 1
         self._unhealthy = True
-        log.warning("tick %d: %s (%s); keeping the current plan, holding if it runs out", t, msg, kind)
+        log.warning("tick %d: %s (%s); keeping the current plan, holding if it runs out", self._t, msg, kind)
 
-    def _collect(self, obs: Mapping[str, Any], t: int, rep: EpisodeReport, operator: bool) -> GateVerdict | None:
-        """Take a finished chunk (or timeout), check and gate it, blend it in; request the next one."""
-        result: InferenceResult | None = self.inference.poll()
-        if result is None and not self.cfg.async_inference and self._want_chunk(t, operator):
-            self.inference.submit(obs, t)
-            result = self.inference.wait()
-        verdict = self._accept(result, obs, t, rep, operator) if result is not None else None
-        if self.cfg.async_inference and self._want_chunk(t, operator):
-            self.inference.submit(obs, t)
-        return verdict
+    def _forget_plan(self) -> None:
+        self.plan.clear()
+        self._samples = None
 
-    def _want_chunk(self, t: int, operator: bool) -> bool:
-        if operator or self.inference.busy:
-            return False
-        return self.queue.remaining(t) <= self._refill_at()
-
-    def _accept(self, result: InferenceResult, obs: Mapping[str, Any], t: int, rep: EpisodeReport,
-                operator: bool) -> GateVerdict | None:
-        if result.timed_out:
-            self._fault(rep, "timeout", str(result.error), t)
-            return None
-        if result.error is not None:
-            self._fault(rep, "policy_error", f"{type(result.error).__name__}: {result.error}", t)
-            return None
+    def _take(self, result: InferenceResult | None) -> None:
+        """Check a finished request and blend its chunk into the plan."""
+        if result is None:
+            return
+        if result.timed_out or result.error is not None:
+            kind = "timeout" if result.timed_out else "policy_error"
+            self._fault(kind, f"{type(result.error).__name__}: {result.error}")
+            return
         try:
             chunk = check_chunk(result.chunk, self.robot.action_dim)
         except ValueError as exc:
-            self._fault(rep, "nan" if "NaN" in str(exc) else "bad_shape", str(exc), t)
-            return None
+            self._fault("nan" if "NaN" in str(exc) else "bad_shape", str(exc))
+            return
         self._unhealthy = False
-        if operator:
-            return None  # the operator drives; a chunk asked for before the takeover is moot
-        verdict = self.gate.review(chunk, obs, result.tick, t)
-        rep.decisions.append({"tick": t, "decision": verdict.decision, "reason": verdict.reason,
-                              "risk": float(verdict.risk)})
-        if verdict.decision == "veto":
-            rep.vetoes += 1
-        elif verdict.decision == "approve" and verdict.chunk is not None:
-            self._chunk_len = len(verdict.chunk)
-            if self.queue.push(verdict.chunk, result.tick, t) > 0:
-                rep.chunks += 1
-            else:
-                rep.faults["stale_chunk"] += 1
-        return verdict
+        self._samples = (result.tick, chunk) if chunk.ndim == 3 else None
+        self._fresh_tick = result.tick
+        if self.plan.push(chunk[0] if chunk.ndim == 3 else chunk, result.tick, self._t) > 0:
+            self._rep.chunks += 1
+        else:
+            self._rep.faults["stale_chunk"] += 1
 
-    def _choose(self, obs: Mapping[str, Any] | None, t: int, operator: bool) -> tuple[np.ndarray | None, bool]:
-        """The action for this tick and whether the operator drives it; None means hold position."""
-        if obs is None:
-            return None, operator  # blind: hold rather than run the plan without seeing the scene
-        if operator:
-            action = self.gate.operator_action(obs, t)
-            if action is not None:
-                return np.asarray(action, dtype=np.float64), True
-            # Handed back: the policy is asked afresh from this observation.
+    def _prefetch(self, obs: Mapping[str, Any], prev_actor: str) -> None:
+        """Ask for the chunk the gate will want next, ``lead`` ticks before it wants it."""
+        if not self.cfg.async_inference or self.inference.busy:
+            return
+        if prev_actor == "operator":  # keep a fresh chunk ready for the hand-back
+            self._forget_plan()
+            self.inference.submit(obs, self._t)
+        elif self._t >= self._next_need - self._lead() or self.plan.remaining(self._t) <= self._lead():
+            self.inference.submit(obs, self._t)
+
+    def _propose(self, n_samples: int) -> np.ndarray:
+        """The gate wants a chunk: the blended plan from this tick on (inference is waited for if it is empty)."""
+        t = self._t
+        blocking = not self.cfg.async_inference and self._fresh_tick != t
+        if (blocking or self.plan.remaining(t) == 0) and not self.inference.stalled:
             if not self.inference.busy:
-                self.inference.submit(obs, t)
-            return None, False
-        return self.queue.pop(t), False
+                self.inference.submit(self._obs, t)
+            self._take(self.inference.wait())
+        actions = self.plan.peek(t)
+        if len(actions) == 0:
+            raise ChunkUnavailable("no chunk: the policy failed, timed out or answered too late")
+        n_exec = getattr(self.gate, "n_action_steps", None) or len(actions)
+        self._next_need = t + min(n_exec, len(actions))
+        if n_samples > 1 and self._samples is not None:
+            start, samples = self._samples
+            aligned = samples[:, max(0, t - start):]
+            m = min(len(actions), aligned.shape[1])
+            if aligned.shape[0] > 1 and m > 0:
+                return np.concatenate([actions[None, :m], aligned[1:, :m]])
+        return actions
+
+    def _after_gate(self, result: Any, actor: str, prev_actor: str) -> None:
+        rec = getattr(result, "decision", None)
+        name = str(getattr(rec, "decision", "")) if rec is not None else ""
+        if name:
+            self._rep.decisions[name] += 1
+        if name in ("veto", "reject"):
+            self._forget_plan()  # re-query from a fresh observation, not the refused plan
+            self._next_need = self._t + 1
+        if actor == "operator" and prev_actor != "operator":
+            self._rep.takeovers += 1
+        if actor == "operator":
+            self._next_need = self._t + 1
 
 
 def summarize(reports: list[EpisodeReport]) -> dict[str, Any]:
@@ -364,12 +389,15 @@ def summarize(reports: list[EpisodeReport]) -> dict[str, Any]:
     steps = sum(r.steps for r in reports)
     wall = sum(r.wall_s for r in reports)
     lat = latency_summary([x for r in reports for x in r.latencies_s])
-    ticks = np.asarray([x for r in reports for x in r.tick_s]) if reports else np.zeros(0)
-    faults: Counter = Counter()
+    ticks = np.asarray([x for r in reports for x in r.tick_s])
+    faults, actors, decisions = Counter(), Counter(), Counter()
     for r in reports:
         faults.update(r.faults)
+        actors.update(r.actors)
+        decisions.update(r.decisions)
+    n = len(reports)
     return {
-        "episodes": len(reports),
+        "episodes": n,
         "steps": steps,
         "achieved_hz": steps / wall if wall > 0 else float("nan"),
         "deadline_misses": sum(r.deadline_misses for r in reports),
@@ -377,13 +405,13 @@ def summarize(reports: list[EpisodeReport]) -> dict[str, Any]:
         "tick_work_p99_ms": float(np.percentile(ticks, 99) * 1e3) if ticks.size else float("nan"),
         "latency_median_ms": lat["median_ms"],
         "latency_p99_ms": lat["p99_ms"],
-        "held_ticks": sum(r.held_ticks for r in reports),
         "interventions": sum(r.takeovers for r in reports),
-        "interventions_per_episode": sum(r.takeovers for r in reports) / len(reports) if reports else 0.0,
-        "operator_steps": sum(r.operator_steps for r in reports),
-        "vetoes": sum(r.vetoes for r in reports),
+        "interventions_per_episode": sum(r.takeovers for r in reports) / n if n else 0.0,
+        "autonomy": actors["policy"] / steps if steps else float("nan"),
+        "held_ticks": actors["hold"],
         "success": sum(r.success for r in reports),
-        "success_rate": sum(r.success for r in reports) / len(reports) if reports else float("nan"),
+        "success_rate": sum(r.success for r in reports) / n if n else float("nan"),
+        "decisions": dict(decisions),
         "faults": dict(faults),
         "stop_reasons": dict(Counter(r.stop_reason for r in reports)),
     }

@@ -60,6 +60,12 @@ class AsyncInference:
         with self._cv:
             return self._request is not None or self._running is not None
 
+    @property
+    def stalled(self) -> bool:
+        """The call in progress already timed out: waiting for it would only block the caller."""
+        with self._cv:
+            return self._running is not None and self._running[0] in self._abandoned
+
     def submit(self, observation: Mapping[str, Any], tick: int) -> bool:
         """Ask for a chunk from ``observation`` (taken at ``tick``); False when a request is already in flight."""
         with self._cv:
