@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from vla.types import IMAGE_PREFIX, STATE_KEY, TASK_KEY
 
 ChunkPredictor = Callable[[Mapping[str, Any]], np.ndarray]
 
@@ -162,31 +160,17 @@ def latency_summary(latencies: list[float]) -> dict[str, float]:
             "count": len(a)}
 
 
-def observation_to_batch(observation: Mapping[str, Any], cameras: Sequence[str], device: Any = "cpu") -> dict[str, Any]:
-    """One observation (uint8 HxWx3 images, state, task) -> a batch of one in the policy's input format."""
+def policy_predictor(policy: Any, n_samples: int = 1, device: Any = None) -> ChunkPredictor:
+    """Wrap a VLAPolicy as ``observation -> (H, A)`` numpy chunk, or (n_samples, H, A) when n_samples > 1."""
     import torch
 
-    batch: dict[str, Any] = {}
-    for cam in cameras:
-        key = IMAGE_PREFIX + cam
-        if key not in observation:
-            raise KeyError(f"observation lacks {key!r}; the policy needs cameras {list(cameras)}")
-        img = torch.as_tensor(np.ascontiguousarray(observation[key]))
-        batch[key] = img.permute(2, 0, 1).unsqueeze(0).to(device=device, dtype=torch.float32).div_(255.0)
-    batch[STATE_KEY] = torch.as_tensor(np.asarray(observation[STATE_KEY], dtype=np.float32), device=device)[None]
-    batch[TASK_KEY] = [str(observation.get(TASK_KEY, ""))]
-    return batch
-
-
-def policy_predictor(policy: Any) -> ChunkPredictor:
-    """Wrap a VLAPolicy as ``observation -> (H, A)`` numpy chunk (``predict_chunk`` on a batch of one)."""
-    import torch
-
-    cameras = tuple(policy.spec.cameras)
+    from vla.eval.rollout import obs_to_batch
 
     def predict(observation: Mapping[str, Any]) -> np.ndarray:
+        dev = device if device is not None else getattr(policy, "device", "cpu")
+        batch = obs_to_batch(observation, dev)
         with torch.inference_mode():
-            chunk = policy.predict_chunk(observation_to_batch(observation, cameras, policy.device))
-        return chunk[0].float().cpu().numpy()
+            out = policy.predict_chunk(batch, n_samples=n_samples) if n_samples > 1 else policy.predict_chunk(batch)
+        return torch.as_tensor(out)[0].float().cpu().numpy()
 
     return predict
