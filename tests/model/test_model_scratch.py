@@ -1,0 +1,118 @@
+"""The from-scratch backbone across heads x fusion x token order: builds, trains, overfits, predicts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from model_helpers import (
+    CHUNK,
+    SPEC,
+    VOCAB,
+    make_batch,
+    make_stats,
+    overfit,
+    policy_config,
+    repeat_batch,
+    scratch_backbone,
+)
+
+from vla.model_config import HeadConfig, PolicyConfig, backbone_preset
+from vla.policy import VLAPolicy
+from vla.types import FeatureSpec
+
+# Cross fusion keeps the image out of the LM stream, so token_order has no effect there
+# (test_cross_fusion_ignores_token_order); one cross layout covers both orders.
+LAYOUTS = [
+    dict(fusion="early", token_order="image_first"),
+    dict(fusion="early", token_order="text_first"),
+    dict(fusion="cross", token_order="image_first"),
+]
+LAYOUT_IDS = ["early-image_first", "early-text_first", "cross"]
+
+
+def build(head: str, **backbone) -> VLAPolicy:
+    torch.manual_seed(0)
+    return VLAPolicy(policy_config(head, scratch_backbone(**backbone)), SPEC, VOCAB, make_stats())
+
+
+@pytest.mark.parametrize("head", ["l1", "flow"])
+@pytest.mark.parametrize("layout", LAYOUTS, ids=LAYOUT_IDS)
+def test_forward_backward_and_overfit(head: str, layout: dict) -> None:
+    policy = build(head, **layout)
+    batch = make_batch(4)
+    loss, terms = policy(batch)
+    assert torch.isfinite(loss) and terms["loss"] == pytest.approx(loss.item())
+    loss.backward()
+    grads = [p.grad for p in policy.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads), "every parameter gets a finite gradient"
+    policy.zero_grad()
+    # 4 distinct frames; the flow head sees each 4 times per step (several noise levels), which it needs
+    # to fit in a test-sized number of steps.
+    train_batch = batch if head == "l1" else repeat_batch(batch, 4)
+    first, last = overfit(policy, train_batch, steps=60 if head == "l1" else 100)
+    assert last < 0.5 * first, f"loss did not halve: {first:.3f} -> {last:.3f}"
+
+    policy.eval()
+    chunk = policy.predict_chunk(batch)
+    assert chunk.shape == (4, CHUNK, SPEC.action_dim) and torch.isfinite(chunk).all()
+    assert set(chunk[..., 6].unique().tolist()) <= {0.0, 1.0}
+
+
+def test_l1_overfit_reaches_the_targets() -> None:
+    policy = build("l1")
+    batch = make_batch(4)
+    overfit(policy, batch, steps=100)
+    policy.eval()
+    pred = policy.predict_chunk(batch)
+    real = ~batch["action_is_pad"]
+    err = (pred[..., :6] - batch["action"][..., :6]).abs()[real].mean()
+    spread = batch["action"][..., :6].std()
+    assert err < 0.3 * spread
+    assert (pred[..., 6] == batch["action"][..., 6])[real].float().mean() > 0.9
+
+
+@pytest.mark.parametrize("target", ["noise_minus_action", "action_minus_noise"])
+@pytest.mark.parametrize("sampling", ["beta", "uniform"])
+def test_flow_variants_train(target: str, sampling: str) -> None:
+    torch.manual_seed(0)
+    cfg = policy_config("flow", flow_target=target, time_sampling=sampling)
+    policy = VLAPolicy(cfg, SPEC, VOCAB, make_stats())
+    first, last = overfit(policy, repeat_batch(make_batch(4), 4), steps=40)
+    assert last < 0.8 * first
+
+
+def test_cross_fusion_ignores_token_order() -> None:
+    a, b = build("l1", fusion="cross", token_order="image_first"), build("l1", fusion="cross", token_order="text_first")
+    b.load_state_dict(a.state_dict())
+    batch = make_batch(3)
+    torch.testing.assert_close(a.eval().predict_chunk(batch), b.eval().predict_chunk(batch))
+
+
+def test_learned_positions_and_gelu_mlp_train() -> None:
+    policy = build("l1", pos_encoding="learned", mlp="gelu")
+    first, last = overfit(policy, make_batch(4), steps=40)
+    assert last < first
+
+
+def test_augmentation_runs_only_in_training() -> None:
+    torch.manual_seed(0)
+    cfg = policy_config("l1", scratch_backbone(aug_shift_pad=2, aug_brightness=0.3, aug_contrast=0.3))
+    policy = VLAPolicy(cfg, SPEC, VOCAB, make_stats())
+    batch = make_batch(2)
+    policy.train()
+    a, b = policy.encode(batch).hidden, policy.encode(batch).hidden
+    assert not torch.allclose(a, b)
+    policy.eval()
+    torch.testing.assert_close(policy.encode(batch).hidden, policy.encode(batch).hidden)
+
+
+def test_presets_sizes_and_patch_tokens() -> None:
+    spec = FeatureSpec(
+        cameras=("front", "wrist"), image_shape=(3, 96, 96), state_dim=7, action_dim=7, gripper_dims=(6,)
+    )
+    tiny = VLAPolicy(PolicyConfig(backbone_preset("tiny"), HeadConfig()), spec, VOCAB, make_stats())
+    assert tiny.backbone.vision.num_patches == 36
+    assert 1_000_000 <= tiny.num_parameters() <= 3_000_000
+    small = VLAPolicy(PolicyConfig(backbone_preset("small"), HeadConfig()), spec, VOCAB, make_stats())
+    assert small.backbone.vision.num_patches == 36
+    assert 15_000_000 <= small.num_parameters() <= 40_000_000

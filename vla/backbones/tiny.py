@@ -1,0 +1,111 @@
+"""From-scratch VLM: vision encoder -> MLP projector -> decoder-only language model.
+
+Presets ``tiny`` (CPU-trainable) and ``small`` (one GPU) differ only in sizes (see ``backbone_preset``).
+
+Early fusion (default) runs the LM over [visual tokens, instruction tokens, state token], or with
+``token_order="text_first"`` over [instruction, visual, state]. Attention is causal, so the order
+decides what can see what: image-first lets the instruction read the image, text-first lets the
+image tokens be conditioned on the instruction. Cross fusion keeps only [instruction, state] in the
+LM stream and inserts a cross-attention block to the visual tokens after every ``cross_every`` layers.
+
+Instructions are right-padded inside a batch; padding is masked out as attention keys, and position
+ids count real tokens only, so a sample's output does not depend on the other instructions in its batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vla.backbones import BackboneOutput
+from vla.backbones.layers import Block, RMSNorm, Rotary, causal_mask
+from vla.backbones.vision import Projector, VisionEncoder
+from vla.model_config import BackboneConfig
+from vla.tokenizer import WordTokenizer
+from vla.types import FeatureSpec
+
+
+class ScratchVLM(nn.Module):
+    def __init__(self, cfg: BackboneConfig, spec: FeatureSpec, vocab: list[str]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.d_model = cfg.d_model
+        self.n_cameras = len(spec.cameras)
+        self.tokenizer = WordTokenizer(vocab)
+        self.vision = VisionEncoder(cfg, spec.image_shape[1:])
+        self.projector = Projector(cfg.d_vision, cfg.d_model)
+        # Shared vision weights across cameras; this embedding is what tells the cameras apart.
+        self.camera_embed = nn.Parameter(torch.randn(self.n_cameras, cfg.d_model) * 0.02)
+        self.token_embed = nn.Embedding(len(self.tokenizer), cfg.d_model)
+        self.state_proj = nn.Linear(spec.state_dim, cfg.d_model)
+        self.n_visual = self.n_cameras * self.vision.num_patches
+        if cfg.pos_encoding == "learned":
+            in_stream = cfg.max_text_len + 2 + (self.n_visual if cfg.fusion == "early" else 0)
+            self.pos_embed = nn.Parameter(torch.randn(in_stream, cfg.d_model) * 0.02)
+            self.rotary = None
+        else:
+            self.rotary = Rotary(cfg.d_model // cfg.n_heads)
+        block_kw = dict(norm="rms", mlp=cfg.mlp, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg.d_model, cfg.n_heads, **block_kw) for _ in range(cfg.n_layers))
+        # cross_blocks[str(i)] runs after LM layer i.
+        self.cross_blocks = nn.ModuleDict()
+        if cfg.fusion == "cross":
+            for i in range(cfg.cross_every - 1, cfg.n_layers, cfg.cross_every):
+                self.cross_blocks[str(i)] = Block(
+                    cfg.d_model, cfg.n_heads, self_attn=False, cross_attn=True, **block_kw
+                )
+        self.norm = RMSNorm(cfg.d_model)
+        self.apply(_init_weights)
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3, H, W) -> (B, N * P, d_model) projected visual tokens with camera embeddings."""
+        b, n = images.shape[:2]
+        if n != self.n_cameras:
+            raise ValueError(f"got {n} camera images, the backbone was built for {self.n_cameras}")
+        tokens = self.projector(self.vision(images.flatten(0, 1)))  # (B*N, P, d)
+        tokens = tokens.view(b, n, -1, self.d_model) + self.camera_embed[None, :, None, :]
+        return tokens.flatten(1, 2)
+
+    def forward(self, images: torch.Tensor, tasks: list[str], state: torch.Tensor) -> BackboneOutput:
+        device = images.device
+        visual = self.encode_images(images)
+        ids, text_valid = self.tokenizer.encode_batch(tasks, self.cfg.max_text_len)
+        if ids.shape[0] != images.shape[0]:
+            raise ValueError(f"batch['task'] has {ids.shape[0]} instructions for a batch of {images.shape[0]}")
+        ids, text_valid = ids.to(device), text_valid.to(device)
+        text = self.token_embed(ids)
+        state_tok = self.state_proj(state)[:, None]
+        if self.cfg.fusion == "cross":
+            parts = [(text, text_valid), (state_tok, _all_valid(state_tok))]
+        elif self.cfg.token_order == "image_first":
+            parts = [(visual, _all_valid(visual)), (text, text_valid), (state_tok, _all_valid(state_tok))]
+        else:
+            parts = [(text, text_valid), (visual, _all_valid(visual)), (state_tok, _all_valid(state_tok))]
+        x = torch.cat([p[0] for p in parts], dim=1)
+        valid = torch.cat([p[1] for p in parts], dim=1)
+        positions = (valid.long().cumsum(1) - 1).clamp_min(0)
+        rope = None
+        if self.rotary is None:
+            x = x + self.pos_embed[positions]
+        else:
+            rope = self.rotary(positions)
+        mask = causal_mask(valid)
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask=mask, rope=rope)
+            if str(i) in self.cross_blocks:
+                # Every visual token is real, so the cross-attention needs no mask.
+                x = self.cross_blocks[str(i)](x, memory=visual)
+        return BackboneOutput(self.norm(x), valid)
+
+
+def _all_valid(tokens: torch.Tensor) -> torch.Tensor:
+    return torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, std=0.02)
