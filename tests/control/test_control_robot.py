@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 import pytest
-from lerobot.robots import Robot as LeRobotRobot
-from lerobot.robots import RobotConfig
-from lerobot.robots.utils import ensure_safe_goal_position
+from control_helpers import FakeSO101, FakeSO101Config
 
 from envs.config import EnvConfig, make_env
 from envs.robots import get_robot
@@ -25,80 +21,6 @@ from vla.supervision.robot import (
     so101_calibration,
 )
 from vla.types import IMAGE_PREFIX, STATE_KEY, TASK_KEY
-
-MOTORS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
-
-
-@RobotConfig.register_subclass("fake_so101_for_tests")
-@dataclass
-class FakeSO101Config(RobotConfig):
-    max_relative_target: float | None = None
-    camera_shape: tuple[int, int] = (120, 160)
-
-
-class FakeSO101(LeRobotRobot):
-    """LeRobot's SO-101 follower interface (degrees, gripper 0..100, cameras by name) on a motor dict."""
-
-    config_class = FakeSO101Config
-    name = "fake_so101"
-
-    def __init__(self, config: FakeSO101Config) -> None:
-        super().__init__(config)
-        self.config = config
-        self.present = {m: 0.0 for m in MOTORS}
-        self.present["gripper"] = 50.0
-        self.connected = False
-        self.fail_next_read = False
-        self.writes: list[dict[str, float]] = []
-
-    @cached_property
-    def observation_features(self) -> dict:
-        h, w = self.config.camera_shape
-        return {**{f"{m}.pos": float for m in MOTORS}, "front": (h, w, 3), "wrist": (h, w, 3)}
-
-    @cached_property
-    def action_features(self) -> dict:
-        return {f"{m}.pos": float for m in MOTORS}
-
-    @property
-    def is_connected(self) -> bool:
-        return self.connected
-
-    def connect(self, calibrate: bool = True) -> None:
-        self.connected = True
-
-    @property
-    def is_calibrated(self) -> bool:
-        return True
-
-    def calibrate(self) -> None:
-        pass
-
-    def configure(self) -> None:
-        pass
-
-    def get_observation(self) -> dict:
-        if not self.connected:
-            raise ConnectionError("FakeSO101 is not connected")
-        if self.fail_next_read:
-            self.fail_next_read = False
-            raise ConnectionError("[TxRxResult] There is no status packet!")
-        h, w = self.config.camera_shape
-        img = np.zeros((h, w, 3), np.uint8)
-        img[:, : w // 2] = 255
-        return {**{f"{m}.pos": v for m, v in self.present.items()}, "front": img, "wrist": img.copy()}
-
-    def send_action(self, action: dict) -> dict:
-        goal = {k.removesuffix(".pos"): v for k, v in action.items()}
-        if self.config.max_relative_target is not None:
-            pairs = {k: (g, self.present[k]) for k, g in goal.items()}
-            goal = ensure_safe_goal_position(pairs, self.config.max_relative_target)
-        self.present.update(goal)
-        self.writes.append(dict(goal))
-        return {f"{k}.pos": v for k, v in goal.items()}
-
-    def disconnect(self) -> None:
-        self.connected = False
 
 
 @pytest.fixture

@@ -1,0 +1,123 @@
+"""DAgger data: demos + operator frames, weighted, chunks cut at the hand-back; a fine-tune through the
+training loop from a checkpoint on recorded interventions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vla.config import TrainConfig
+from vla.data import FrameStore, compute_stats, load_frames
+from vla.data.recorder import DatasetRecorder, dataset_features
+from vla.model_config import BackboneConfig, HeadConfig, PolicyConfig
+from vla.policy import VLAPolicy
+from vla.supervision.dagger import FinetuneAppConfig, concat_stores, dagger_dataset, finetune, takeover_segment_ends
+from vla.supervision.intervention_recorder import InterventionRecorder
+from vla.tokenizer import build_vocab
+from vla.train.checkpoint import load_policy, read_metadata, save_checkpoint
+from vla.types import FeatureSpec
+
+SPEC = FeatureSpec(cameras=("front",), image_shape=(3, 8, 8), state_dim=2, action_dim=2, gripper_dims=(1,),
+                   state_names=("j0", "gripper"), action_names=("j0.target", "gripper"))
+
+
+def store(lengths: list[int], base: float, tasks: list[str]) -> FrameStore:
+    n = sum(lengths)
+    ep = torch.cat([torch.full((k,), i) for i, k in enumerate(lengths)])
+    action = torch.stack([base + torch.arange(n, dtype=torch.float32), torch.zeros(n)], dim=1)
+    return FrameStore(spec=SPEC, images={"observation.images.front": torch.zeros(n, 3, 8, 8, dtype=torch.uint8)},
+                      state=action.clone(), action=action, episode_index=ep,
+                      task_index=torch.tensor([i % len(tasks) for i in ep.tolist()]), tasks=tasks)
+
+
+def test_takeover_segment_ends():
+    flags = torch.tensor([0, 0, 1, 1, 1, 0, 0, 1, 1], dtype=torch.bool)
+    ends = torch.tensor([7] * 7 + [9] * 2)  # two episodes: frames 0..6 and 7..8
+    assert takeover_segment_ends(flags, ends).tolist() == [2, 2, 5, 5, 5, 7, 7, 9, 9]
+
+
+def test_concat_renumbers_episodes_and_merges_tasks():
+    a, b = store([3, 2], 0.0, ["pick"]), store([4], 100.0, ["place", "pick"])
+    both, offset = concat_stores(a, b)
+    assert offset == 5 and both.episode_ids == [0, 1, 2]
+    assert both.tasks == ["pick", "place"]
+    assert both.task_index[offset:].tolist() == [1, 1, 1, 1]  # b's task 0 ("place") is 1 in the merged list
+
+
+def test_dagger_dataset_weights_operator_frames_and_pads_past_the_handback():
+    demos = store([6, 6], 0.0, ["pick"])
+    inter = store([8], 100.0, ["pick"])
+    flags = {0: np.array([0, 0, 1, 1, 1, 0, 0, 0], dtype=bool)}
+    data = dagger_dataset(demos, inter, flags, chunk_size=4, intervention_weight=2.0)
+    assert (data.demo_frames, data.operator_frames, data.episodes) == (12, 3, 1)
+    assert len(data.dataset) == 12 + 2 * 3  # policy frames of the recorded episode are left out
+    batch = data.dataset.__getitems__(list(range(len(data.dataset))))
+    op = batch["action"][12:15, 0, 0].tolist()
+    assert op == [102.0, 103.0, 104.0]  # the operator's frames, in order
+    pads = batch["action_is_pad"][12:15].tolist()
+    assert pads == [[False, False, False, True], [False, False, True, True], [False, True, True, True]]
+    assert batch["action_is_pad"][:12].sum() == 2 * (1 + 2 + 3)  # demo chunks pad only past their episode end
+    np.testing.assert_array_equal(batch["action"][12:15], batch["action"][15:18])  # drawn twice
+    half = dagger_dataset(demos, inter, flags, 4, intervention_weight=1.5)
+    assert len(half.dataset) == 12 + 3 + 2  # 1.5 x 3 operator frames, the half drawn at random
+    with_own = dagger_dataset(demos, inter, flags, 4, 1.0, policy_frames=True)
+    assert len(with_own.dataset) == 12 + 3 + 5
+
+
+def test_dagger_dataset_checks_flags_against_frames():
+    with pytest.raises(ValueError, match="intervention flags"):
+        dagger_dataset(store([4], 0.0, ["a"]), store([3], 0.0, ["a"]), {0: np.zeros(5, bool)}, 2, 1.0)
+
+
+def _write(root, n_episodes: int, length: int, interventions: bool):
+    rng = np.random.default_rng(int(interventions))
+    scale = 2.0 if interventions else 1.0  # the operator moves differently from the demos
+    names = dict(state_names=["j0", "gripper"], action_names=["j0.target", "gripper"])
+    frames = [[{"observation.images.front": rng.integers(0, 255, (8, 8, 3), dtype=np.uint8),
+                "observation.state": np.array([f / length, 0.0], np.float32),
+                "action": np.array([scale * (f + 1) / length, float(f > length // 2)], np.float32)}
+               for f in range(length)] for _ in range(n_episodes)]
+    if interventions:
+        with InterventionRecorder(root, "local/interventions", 10, ["front"], 8, robot_type="arm6", **names) as rec:
+            for ep in frames:
+                rec.begin_episode("pick up the cube")
+                for k, f in enumerate(ep):
+                    rec.add_frame(f, f["action"], intervention=2 <= k < 6)
+                rec.end_episode()
+    else:
+        features = dataset_features(["front"], 8, names["state_names"], names["action_names"])
+        with DatasetRecorder(root, "local/demos", 10, features, "arm6") as rec:
+            for ep in frames:
+                rec.add_episode(ep, "pick up the cube")
+
+
+def test_finetune_from_a_checkpoint_on_demos_and_interventions(tmp_path):
+    _write(tmp_path / "demos", 3, 10, interventions=False)
+    _write(tmp_path / "inter", 2, 10, interventions=True)
+    demos = load_frames(tmp_path / "demos")
+    cfg = PolicyConfig(backbone=BackboneConfig(d_model=16, n_layers=1, n_heads=2, stem_channels=[4], patch_size=2,
+                                               patch_stride=2, d_vision=16, vision_layers=1, vision_heads=2),
+                       head=HeadConfig(chunk_size=3, n_action_steps=2, n_layers=1, n_heads=2))
+    torch.manual_seed(0)
+    stats = compute_stats(demos.state, demos.action, demos.spec)
+    policy = VLAPolicy(cfg, demos.spec, build_vocab(demos.tasks), stats)
+    ckpt = save_checkpoint(tmp_path / "base", 0, policy, config_yaml="{}", stats=stats)
+    app = FinetuneAppConfig(checkpoint=str(ckpt), demos=str(tmp_path / "demos"), interventions=str(tmp_path / "inter"),
+                            train=TrainConfig(steps=2, batch_size=4, warmup_steps=1, log_every=1, save_every=2,
+                                              amp=False),
+                            device="cpu", intervention_weight=3.0)
+    out, data = finetune(app, tmp_path / "run", "{}")
+    assert data.operator_frames == 2 * 4 and data.demo_frames == 30
+    tuned = load_policy(out, "cpu", spec=demos.spec)
+    before = load_policy(ckpt, "cpu")
+    moved = [not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), before.state_dict().values(),
+                                                    strict=True)]
+    assert any(moved)  # trained from the checkpoint
+    # The checkpoint's normalisation stats are kept (the intervention data alone would give others).
+    _, kept = read_metadata(out)
+    _, original = read_metadata(ckpt)
+    for key in original:
+        for name in original[key]:
+            torch.testing.assert_close(kept[key][name], original[key][name])
+    torch.testing.assert_close(tuned.normalizer.state_dict(), before.normalizer.state_dict())
