@@ -183,7 +183,7 @@ class ControlLoop:
         self._estop = threading.Event()
         self._samples: tuple[int, np.ndarray] | None = None  # (start tick, (S, H, A)) of the newest chunk
         self._t, self._obs, self._next_need, self._fresh_tick = 0, None, 0, -1
-        self._unhealthy, self._rep = False, EpisodeReport()
+        self._unhealthy, self._operator_driving, self._rep = False, False, EpisodeReport()
 
     def estop(self) -> None:
         """Emergency stop: the running episode stops safely at its next tick (callable from any thread)."""
@@ -210,6 +210,7 @@ class ControlLoop:
             self.inference.wait()
         self.inference.poll()
         self._unhealthy, self._t, self._next_need, self._fresh_tick = False, 0, 0, -1
+        self._operator_driving = False
         if isinstance(robot, SimRobot):
             robot.reset(seed)
         self.gate.reset()
@@ -334,6 +335,8 @@ class ControlLoop:
             self._fault("nan" if "NaN" in str(exc) else "bad_shape", str(exc))
             return
         self._unhealthy = False
+        if self._operator_driving:
+            self._forget_plan()  # nothing to blend with: the operator moved the robot since the last plan
         self._samples = (result.tick, chunk) if chunk.ndim == 3 else None
         self._fresh_tick = result.tick
         if self.plan.push(chunk[0] if chunk.ndim == 3 else chunk, result.tick, self._t) > 0:
@@ -345,10 +348,9 @@ class ControlLoop:
         """Ask for the chunk the gate will want next, ``lead`` ticks before it wants it."""
         if not self.cfg.async_inference or self.inference.busy:
             return
-        if prev_actor == "operator":  # keep a fresh chunk ready for the hand-back
-            self._forget_plan()
-            self.inference.submit(obs, self._t)
-        elif self._t >= self._next_need - self._lead() or self.plan.remaining(self._t) <= self._lead():
+        lead = self._lead()
+        # While the operator drives, a fresh chunk is kept ready for the hand-back.
+        if prev_actor == "operator" or self._t >= self._next_need - lead or self.plan.remaining(self._t) <= lead:
             self.inference.submit(obs, self._t)
 
     def _propose(self, n_samples: int) -> np.ndarray:
@@ -382,7 +384,9 @@ class ControlLoop:
             self._next_need = self._t + 1
         if actor == "operator" and prev_actor != "operator":
             self._rep.takeovers += 1
-        if actor == "operator":
+            self._forget_plan()
+        self._operator_driving = actor == "operator"
+        if self._operator_driving:
             self._next_need = self._t + 1
 
 
