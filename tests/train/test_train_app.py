@@ -51,6 +51,13 @@ def test_debug_preset_trains_two_steps_and_resumes(demo_root, store, tmp_path):
     assert result.steps == 3 and last_checkpoint(run_dir).name == "00000003"
     assert load_train_state(run_dir)["sampler"]["batches_seen"] == 3
 
+    # A fine-tune from that checkpoint keeps its vocabulary and normalisation stats.
+    cfg = _compose([f"data.root={demo_root}", "train=debug", "train.steps=1", "logger=none",
+                    f"train.init_from={ckpt}", "data.episodes=[0,1]"])
+    tuned = run_training(to_app_config(cfg), tmp_path / "tuned", OmegaConf.to_yaml(cfg, resolve=True)).checkpoint
+    assert (tuned / "stats.json").read_text() == (ckpt / "stats.json").read_text()
+    assert load_policy(tuned).vocab == policy.vocab
+
 
 def test_data_root_follows_the_env_and_presets_validate():
     cfg = _compose(["env=stack"])

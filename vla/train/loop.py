@@ -189,10 +189,6 @@ class Trainer:
         if self.info.is_main:
             log.info("resumed from %s at step %d", found, self.step)
 
-    def init_from(self, path: str | Path) -> None:
-        """Start a fine-tune from a checkpoint's weights (and hence its normalisation stats)."""
-        ckpt_io.load_weights(self.policy, path)
-
     # ----------------------------------------------------------------- pieces
     def _batches(self) -> Iterator[dict[str, Any]]:
         sampler = ChunkBatchSampler(len(self.data), self.cfg.batch_size, self.seed, self.info.rank,
@@ -365,7 +361,7 @@ def run_training(cfg: TrainAppConfig, run_dir: str | Path, config_yaml: str,
     if cfg.resume:
         trainer.resume()
     elif cfg.train.init_from:
-        trainer.init_from(cfg.train.init_from)
+        ckpt_io.load_weights(policy, cfg.train.init_from)  # its normaliser buffers come along
     if info.is_main:
         log.info("%d train / %d val episodes, %d frames; policy %.2f M parameters on %s", len(train_eps),
                  len(val_eps), len(store), policy.num_parameters() / 1e6, device)
