@@ -4,6 +4,10 @@ table, the kinematic twin that lets the gate check a LeRobot robot, and config v
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +25,10 @@ from vla.supervision.control_app import (
     run_control,
     to_control_config,
 )
+from vla.supervision.control_app import register_configs as register_control
 from vla.supervision.control_loop import ControlConfig, ControlLoop
+from vla.supervision.dagger import register_configs as register_finetune
+from vla.supervision.dagger import to_finetune_config
 from vla.supervision.gate import SupervisionGate
 from vla.supervision.operators import AutoOperator
 from vla.supervision.robot import LeRobotRobotAdapter, so101_calibration
@@ -105,3 +112,67 @@ def test_config_validation_names_the_fix():
     assert cfg.control.hz == 20 and not cfg.control.async_inference
     with pytest.raises(Exception, match="hz"):
         to_control_config({"checkpoint": "ckpt", "control": {"hz": "fast"}})
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def compose(name: str, overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose(name, overrides=overrides)
+
+
+def test_control_yaml_composes_the_documented_command():
+    register_control()
+    cfg = to_control_config(compose("control", ["checkpoint=ckpt", "env=pick_place", "gate=simulated", "episodes=5",
+                                                "control.hz=10", "control.async_inference=true"]))
+    assert (cfg.env.task, cfg.gate.operator.kind, cfg.episodes) == ("pick_place", "simulated", 5)
+    assert cfg.control.hz == 10 and cfg.control.async_inference and cfg.control.realtime
+    blocking = to_control_config(compose("control", ["checkpoint=ckpt", "control=blocking", "control.hz=20"]))
+    assert not blocking.control.async_inference and blocking.control.realtime and blocking.control.hz == 20
+    lockstep = to_control_config(compose("control", ["checkpoint=ckpt", "control=lockstep"]))
+    assert not lockstep.control.realtime
+
+
+def test_finetune_yaml_composes():
+    register_finetune()
+    cfg = to_finetune_config(compose("finetune", ["checkpoint=ckpt", "interventions=/tmp/i", "train.steps=7"]))
+    assert cfg.gate.operator.kind == "simulated" and cfg.demos == "data/pick_place"
+    assert cfg.train.steps == 7 and cfg.train.lr == pytest.approx(1e-4) and not cfg.control.realtime
+
+
+def test_control_script_end_to_end(tmp_path):
+    """The documented command on a small checkpoint: progress, then the table with the timing figures."""
+    from vla.eval.rollout import env_feature_spec
+    from vla.model_config import BackboneConfig, HeadConfig, PolicyConfig
+    from vla.policy import VLAPolicy
+    from vla.tokenizer import build_vocab
+    from vla.train.checkpoint import save_checkpoint
+
+    env = make_env(EnvConfig(task="pick_cube", image_size=16))
+    spec = env_feature_spec(env)
+    env.close()
+    cfg = PolicyConfig(backbone=BackboneConfig(d_model=16, n_layers=1, n_heads=2, stem_channels=[4], patch_size=2,
+                                               patch_stride=2, d_vision=16, vision_layers=1, vision_heads=2),
+                       head=HeadConfig(chunk_size=4, n_action_steps=2, n_layers=1, n_heads=2))
+    stats = {k: {"mean": torch.zeros(7), "std": torch.ones(7) * 0.1, "min": -torch.ones(7), "max": torch.ones(7)}
+             for k in ("observation.state", "action")}
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "run", 0, VLAPolicy(cfg, spec, build_vocab(["pick up the red cube"]), stats),
+                           config_yaml="{}", stats=stats)
+    cmd = [sys.executable, str(ROOT / "scripts" / "control.py"), f"checkpoint={ckpt}", "env=pick_cube",
+           "env.image_size=16", "env.max_steps=8", "gate=simulated", "episodes=2", "control.hz=20",
+           "control.async_inference=true", f"record.root={tmp_path / 'rec'}", "record.keep=all",
+           f"hydra.run.dir={tmp_path / 'out'}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, "MUJOCO_GL": "egl", "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    for figure in ("steps", "achieved rate", "deadline misses", "inference latency median / p99", "interventions",
+                   "success"):
+        assert figure in out
+    assert "16 " in out.split("steps", 1)[1].split("\n", 1)[0]  # 2 episodes x 8 steps
+    assert (tmp_path / "rec" / "meta" / "info.json").is_file()
