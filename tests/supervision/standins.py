@@ -23,7 +23,7 @@ def _as_chunk(action: np.ndarray, n_samples: int, noise: float = 0.0, rng: Any =
         return torch.from_numpy(chunk)[None]
     samples = np.repeat(chunk[None], n_samples, axis=0)
     if noise:
-        samples[..., :-1] += rng.normal(0.0, noise, samples[..., :-1].shape).astype(np.float32)
+        samples[1:, :, :-1] += rng.normal(0.0, noise, samples[1:, :, :-1].shape).astype(np.float32)
     return torch.from_numpy(samples)[None]
 
 
@@ -103,7 +103,7 @@ class RaisingPolicy(ExpertPolicy):
 
 
 class NoisySamplerPolicy(ExpertPolicy):
-    """A stochastic stand-in: samples are the expert's action plus joint noise of std ``noise`` rad."""
+    """A stochastic stand-in: sample 0 is the expert's action, the others add joint noise of std ``noise`` rad."""
 
     stochastic = True
 

@@ -203,14 +203,18 @@ def stage(env: TabletopEnv, lift: float) -> int:
 def expert_ticks_needed(env: TabletopEnv, speed: float) -> float:
     """Straight-line control ticks the scripted expert needs to finish from the current state."""
     goal = env.task.expert_goal(env, env.episode)
-    cube, h = env.cube_pos(goal.cube), env.cube_half
+    cube, h, ee = env.cube_pos(goal.cube), env.cube_half, env.ee_pos()
     per_tick = speed / env.control_hz
-    slow = 0.4 * per_tick  # the expert's slow descent
+    slow = 0.4 * per_tick  # the expert descends at 40% speed
     hover = 0.06 + 2 * h
     ticks = 0.0
     if not env.is_grasped(goal.cube):
-        above = cube + np.array([0.0, 0.0, hover])
-        ticks += np.linalg.norm(env.ee_pos() - above) / per_tick + hover / slow + CLOSE_TICKS + 2
+        grasp_z = cube[2] + 0.25 * h
+        if np.linalg.norm(ee[:2] - cube[:2]) > h / 2:  # go above the cube, then down
+            ticks += np.linalg.norm(ee - (cube + np.array([0.0, 0.0, hover]))) / per_tick + hover / slow
+        else:
+            ticks += max(0.0, ee[2] - grasp_z) / slow
+        ticks += CLOSE_TICKS + 2
     if goal.place is None:
         ticks += max(0.0, h + goal.lift_height - cube[2]) / per_tick
     else:
