@@ -10,7 +10,6 @@ Ctrl-C is an emergency stop (safe stop, then the run ends); a second Ctrl-C inte
 
 from __future__ import annotations
 
-import logging
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -22,7 +21,6 @@ from omegaconf import DictConfig
 from vla.reporting import print_table
 from vla.supervision.control_app import control_table, register_configs, run_control, to_control_config
 
-log = logging.getLogger("control")
 register_configs()
 
 
@@ -32,8 +30,6 @@ def main(cfg: DictConfig) -> None:
     reports = run_control(app)
     title = f"Control loop: {app.env.task} on {app.robot.kind} ({app.env.robot}), gate={app.gate.operator.kind}"
     print_table(title, control_table(app, reports))
-    if app.record.root:
-        log.info("supervised episodes recorded into %s", app.record.root)
 
 
 if __name__ == "__main__":

@@ -128,12 +128,15 @@ def compose(name: str, overrides: list[str]):
 def test_control_yaml_composes_the_documented_command():
     register_control()
     cfg = to_control_config(compose("control", ["checkpoint=ckpt", "env=pick_place", "gate=simulated", "episodes=5",
-                                                "control.hz=10", "control.async_inference=true"]))
+                                                "control.hz=10", "control.async_inference=true",
+                                                "record.root=/tmp/takeovers"]))
     assert (cfg.env.task, cfg.gate.operator.kind, cfg.episodes) == ("pick_place", "simulated", 5)
     assert cfg.control.hz == 10 and cfg.control.async_inference and cfg.control.realtime
-    blocking = to_control_config(compose("control", ["checkpoint=ckpt", "control=blocking", "control.hz=20"]))
+    assert cfg.record.root == "/tmp/takeovers" and cfg.record.keep == "interventions"
+    blocking = to_control_config(compose("control", ["checkpoint=ckpt", "control=blocking", "control.hz=20",
+                                                     "record.root=null"]))
     assert not blocking.control.async_inference and blocking.control.realtime and blocking.control.hz == 20
-    lockstep = to_control_config(compose("control", ["checkpoint=ckpt", "control=lockstep"]))
+    lockstep = to_control_config(compose("control", ["checkpoint=ckpt", "control=lockstep", "record.root=null"]))
     assert not lockstep.control.realtime
 
 

@@ -14,6 +14,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from envs.config import EnvConfig, make_env
 from envs.tabletop import TabletopEnv
+from vla.data.recorder import existing_episodes
 from vla.supervision.config import GateConfig
 from vla.supervision.control_loop import ControlConfig, ControlLoop, EpisodeReport, summarize
 from vla.supervision.inference import policy_predictor
@@ -50,7 +52,7 @@ class RobotConfig:
 
 @dataclass
 class RecordConfig:
-    root: str | None = None  # LeRobotDataset root for supervised episodes; null: do not record
+    root: str | None = None  # LeRobotDataset root for supervised episodes (conf: the run folder); null: none
     repo_id: str = "local/interventions"
     keep: str = "interventions"  # interventions: episodes with a takeover | all
 
@@ -248,4 +250,6 @@ def control_table(cfg: ControlAppConfig, reports: list[EpisodeReport]) -> dict[s
         "success": f"{s['success']}/{s['episodes']} ({100 * s['success_rate']:.0f}%)",
         "faults": ", ".join(f"{k} x{v}" for k, v in sorted(s["faults"].items())) or "none",
         "stops": ", ".join(f"{k} x{v}" for k, v in sorted(s["stop_reasons"].items())),
+        "recorded": (f"{existing_episodes(Path(cfg.record.root))} episodes in {cfg.record.root}"
+                     if cfg.record.root else "off"),
     }

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from vla.data.recorder import DatasetRecorder, dataset_features
+from vla.data.recorder import DatasetRecorder, dataset_features, existing_episodes
 from vla.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
 
 INTERVENTION_KEY = "intervention"
@@ -56,18 +56,35 @@ class InterventionRecorder:
         self.keep, self.cameras = keep, tuple(cameras)
         self.features = dataset_features(self.cameras, image_size, state_names, action_names,
                                          extra={INTERVENTION_KEY: dict(INTERVENTION_FEATURE)})
-        self._rec = DatasetRecorder(root, repo_id, fps, self.features, robot_type, flush_every=flush_every)
+        # A new dataset is created with the first kept episode, so a run without takeovers leaves no empty
+        # dataset behind; an existing one is opened now, so a feature mismatch is reported before the run.
+        self._root, self._rec = Path(root), None
+        self._args = (repo_id, fps, robot_type, flush_every)
+        if (self._root / "meta" / "info.json").exists():
+            self._recorder()
+        elif self._root.exists() and any(self._root.iterdir()):
+            raise FileExistsError(f"record.root={str(self._root)!r} exists and is not a LeRobotDataset; "
+                                  "choose an empty or new folder")
         self._frames: list[dict[str, Any]] = []
         self._task: str | None = None
         self.episodes_written = 0
 
     @property
     def root(self) -> Path:
-        return self._rec.root
+        return self._root
 
     @property
     def num_episodes(self) -> int:
-        return self._rec.num_episodes
+        """Episodes in the dataset (including those of earlier runs appended to)."""
+        if self._rec is not None:
+            return self._rec.num_episodes
+        return existing_episodes(self._root)
+
+    def _recorder(self) -> DatasetRecorder:
+        if self._rec is None:
+            repo_id, fps, robot_type, flush_every = self._args
+            self._rec = DatasetRecorder(self._root, repo_id, fps, self.features, robot_type, flush_every=flush_every)
+        return self._rec
 
     def begin_episode(self, task: str) -> None:
         self._frames, self._task = [], task
@@ -88,7 +105,7 @@ class InterventionRecorder:
         n_int = int(sum(bool(f[INTERVENTION_KEY][0]) for f in frames))
         kept = bool(frames) and task is not None and (self.keep == "all" or n_int > 0)
         if kept:
-            self._rec.add_episode(frames, task)
+            self._recorder().add_episode(frames, task)
             self.episodes_written += 1
         return RecordedEpisode(len(frames), n_int, kept)
 
@@ -97,7 +114,8 @@ class InterventionRecorder:
 
     def close(self) -> None:
         self.discard_episode()
-        self._rec.close()
+        if self._rec is not None:
+            self._rec.close()
 
     def __enter__(self) -> InterventionRecorder:
         return self
