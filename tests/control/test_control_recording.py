@@ -124,3 +124,42 @@ def test_only_episodes_with_interventions_are_kept_by_default(tmp_path):
     assert read_intervention_flags(tmp_path / "ds")[0].tolist() == [False, True, False]
     with pytest.raises(ValueError, match=r"record\.keep"):
         InterventionRecorder(tmp_path / "other", "local/y", 10, ["front"], 16, ["a"], ["a"], "arm6", keep="some")
+
+
+def test_terminal_emergency_stop_key_stops_the_loop_safely():
+    """A person at a (pseudo-)terminal presses space while the policy drives: safe stop, run over."""
+    import os
+    import select
+    import threading
+
+    from vla.supervision.config import TerminalOperatorConfig
+    from vla.supervision.terminal import TerminalOperator
+
+    master, slave = os.openpty()
+    env = make_env(EnvConfig(task="pick_cube", image_size=16, cameras=["front"]))
+    robot = SimRobot(env)
+    stops = []
+    robot_stop = robot.stop
+    robot.stop = lambda: (stops.append(True), robot_stop())[1]
+    operator = TerminalOperator(TerminalOperatorConfig(tick_wait_s=0.0), fd_in=slave, fd_out=slave)
+    gate = SupervisionGate(GateConfig(escalate="never"), env, operator, risk_kind="none", n_action_steps=3)
+    loop = ControlLoop(robot, stuck_policy, ControlConfig(hz=20.0), gate=gate)
+    timer = threading.Timer(0.5, lambda: os.write(master, b" "))
+    timer.start()
+    try:
+        rep = loop.run_episode(seed=0, max_steps=400)
+    finally:
+        timer.cancel()
+        loop.close()
+        operator.close()
+        env.close()
+        out = b""
+        while True:
+            if not select.select([master], [], [], 0)[0]:
+                break
+            out += os.read(master, 4096)
+        os.close(master)
+        os.close(slave)
+    assert rep.stop_reason == "estop" and stops == [True]
+    assert 1 <= rep.steps < 400 and gate.stats.aborted
+    assert b"EMERGENCY STOP" in out

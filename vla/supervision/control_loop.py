@@ -241,8 +241,9 @@ class ControlLoop:
                     result = self.gate.tick(obs, self._propose)
                     action, actor = np.asarray(result.action, dtype=np.float64), str(result.actor)
                     self._after_gate(result, actor, prev_actor)
-                if actor == "stopped":
-                    rep.stop_reason = "abort"
+                if actor == "stopped":  # the operator aborted; its emergency-stop key ends the whole run
+                    why = str(getattr(getattr(self.gate, "stats", None), "abort_reason", "") or "")
+                    rep.stop_reason = "estop" if "emergency" in why.lower() else "abort"
                     break
                 faulty = obs is None or (actor == "hold" and self._unhealthy)
                 faults_in_row = faults_in_row + 1 if faulty else 0
