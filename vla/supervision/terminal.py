@@ -16,6 +16,7 @@ at interpreter exit, and by the evaluation's ``finally``. Keys:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import select
 import sys
@@ -78,9 +79,11 @@ class TerminalOperator(Operator):
 
     def close(self) -> None:
         if self._saved is not None:
-            termios.tcsetattr(self.fd_in, termios.TCSADRAIN, self._saved)
-            self._saved = None
+            saved, self._saved = self._saved, None
             atexit.unregister(self.close)
+            # The terminal may be gone already (e.g. the SSH session closed): nothing left to restore.
+            with contextlib.suppress(termios.error):
+                termios.tcsetattr(self.fd_in, termios.TCSADRAIN, saved)
 
     def _say(self, text: str) -> None:
         os.write(self.fd_out, (text + "\n").encode())
