@@ -29,11 +29,11 @@ When any trigger has been active for ``reaction_delay`` ticks in a row and the a
 (``max_takeovers`` per episode, ``max_takeover_fraction`` of the episode's steps driven), the person
 takes over and the expert drives. On an escalated (high-risk) chunk the person takes over at once if a
 trigger is active, otherwise vetoes it, up to ``max_vetoes`` in a row, then takes over; with no budget
-left, or when the escalation was for safety clamps only, it approves. The person hands back after at
-least ``min_takeover_ticks`` once the task has moved a stage past where it took over (stage 1: cube
-held and lifted ``handback_lift``; stage 2: held above its place, for place tasks) and no trigger is
-active; never after a ``time_running_out`` takeover (it finishes the task), and at once when the
-attention budget runs out.
+left it approves, and so it does a chunk escalated without high risk (e.g. for safety clamps only).
+The person hands back after at least ``min_takeover_ticks`` once the task has moved a stage past
+where it took over (stage 1: cube held and lifted ``handback_lift``; stage 2: held above its place,
+for place tasks) and no trigger is active; never after a ``time_running_out`` takeover (it finishes
+the task), and at once when the attention budget runs out.
 """
 
 from __future__ import annotations
@@ -273,8 +273,8 @@ class SimulatedOperator(Operator):
     def review(self, proposal: Proposal, tick: TickInfo) -> Verdict:
         active = self._observe(tick)
         budget = self._budget_left(tick)
-        if not proposal.risk.high:
-            return Verdict(Decision.APPROVE, "safety clamps only: the filtered chunk is safe")
+        if not proposal.risk.high:  # e.g. escalated for safety clamps only: the filtered chunk is safe
+            return Verdict(Decision.APPROVE, f"{proposal.risk.describe()}: the filtered chunk is safe")
         if active and budget:
             return Verdict(Decision.TAKEOVER, f"{proposal.risk.describe()} and scene: {', '.join(active)}")
         if proposal.vetoes_in_row < self.cfg.max_vetoes:

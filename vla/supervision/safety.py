@@ -106,11 +106,12 @@ class SafetyFilter:
             target[2] = min(max(target[2], pos[2] + floor - tip_z), high[2])
         return target, reasons
 
-    def _is_safe(self, arm_q: np.ndarray) -> bool:
+    def _check(self, arm_q: np.ndarray) -> tuple[np.ndarray, bool]:
+        """End-effector position of ``arm_q`` and whether it is inside the safe region."""
         pos, _, tip_z = self.forward(arm_q)
         floor = self.table_z + self.cfg.table_clearance
         inside = np.all(pos >= self.ws_low - _SLACK) and np.all(pos <= self.ws_high + _SLACK)
-        return bool(inside and tip_z >= floor - _SLACK)
+        return pos, bool(inside and tip_z >= floor - _SLACK)
 
     # ------------------------------------------------------------------ filtering
     def hold(self, previous: np.ndarray, n: int = 1) -> np.ndarray:
@@ -136,15 +137,15 @@ class SafetyFilter:
         ee = np.zeros((n, 3))
         prev = previous
         for i in range(n):
-            act, reasons = self._filter_one(a[i], prev)
+            act, reasons, ee[i] = self._filter_one(a[i], prev)
             if act is None:
                 return self._reject(previous, n, UNREACHABLE)
             clamps.update(reasons)
             a[i], prev = act, act
-            ee[i] = self.forward(act[: self.n_arm])[0]
         return FilterResult(a, False, None, clamps, ee)
 
-    def _filter_one(self, action: np.ndarray, prev: np.ndarray) -> tuple[np.ndarray | None, set[str]]:
+    def _filter_one(self, action: np.ndarray, prev: np.ndarray) -> tuple[np.ndarray | None, set[str], np.ndarray]:
+        """The safe action (None: cannot be made safe), the clamp reasons and its end-effector position."""
         reasons: set[str] = set()
         act = action.copy()
         grip = np.clip(act[self.n_arm :], 0.0, 1.0)
@@ -158,10 +159,11 @@ class SafetyFilter:
             reasons.update(cart)
             q = self.ik.solve(self._qpos_with(q), target, rot)
             q = self._limit(q, prev[: self.n_arm], reasons)
-            if not self._is_safe(q):
-                return None, reasons
+            pos, safe = self._check(q)
+            if not safe:
+                return None, reasons, pos
         act[: self.n_arm] = q
-        return act, reasons
+        return act, reasons, pos
 
     def _qpos_with(self, arm_q: np.ndarray) -> np.ndarray:
         qpos = self.env.data.qpos.copy()
