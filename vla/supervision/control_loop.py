@@ -103,8 +103,8 @@ class ChunkUnavailable(RuntimeError):
 class PassThroughGate:
     """No supervision: runs ``n_action_steps`` of every chunk; holds when ``propose`` fails."""
 
-    def __init__(self, robot: Robot, n_action_steps: int) -> None:
-        self.robot, self.n_action_steps = robot, n_action_steps
+    def __init__(self, n_action_steps: int) -> None:
+        self.n_action_steps = n_action_steps
         self._queue: deque[np.ndarray] = deque()
         self._last: np.ndarray | None = None
 
@@ -176,7 +176,7 @@ class ControlLoop:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.robot, self.cfg, self.recorder = robot, cfg, recorder
-        self.gate: TickGate = gate if gate is not None else PassThroughGate(robot, cfg.execute_steps)
+        self.gate: TickGate = gate if gate is not None else PassThroughGate(cfg.execute_steps)
         self.clock, self.sleep = clock, sleep
         self.inference = AsyncInference(predictor, cfg.inference_timeout_s)
         self.plan = ActionQueue(cfg.blend, cfg.ensemble_m, robot.gripper_dims)
