@@ -19,6 +19,7 @@ from vla.supervision.robot import (
     RobotReadError,
     SimRobot,
     so101_calibration,
+    square_resize,
 )
 from vla.types import IMAGE_PREFIX, STATE_KEY, TASK_KEY
 
@@ -59,6 +60,17 @@ def test_so101_calibration_matches_the_simulated_arm():
     assert cal.gripper.closed_value < 1.0 < 40.0 < cal.gripper.open_value < 60.0
 
 
+def test_square_resize_crops_the_centre_instead_of_squashing():
+    img = np.zeros((100, 200, 3), np.uint8)
+    img[:, :50] = 255  # only outside the centre square (columns 50..149)
+    img[40:60, 90:110] = 128  # a square in the middle stays a square
+    out = square_resize(img, 20)
+    assert out.shape == (20, 20, 3) and out[:, :2].max() == 0
+    marked = np.argwhere(out[..., 0] > 60)
+    assert np.ptp(marked[:, 0]) == np.ptp(marked[:, 1])
+    assert square_resize(out, 20) is out
+
+
 def test_adapter_reads_in_project_units(fake):
     fake.present.update({"shoulder_pan": 90.0, "elbow_flex": -45.0})
     adapter = LeRobotRobotAdapter(fake, so101_calibration(), image_size=32, task="pick up the red cube")
@@ -70,7 +82,7 @@ def test_adapter_reads_in_project_units(fake):
     for cam in ("front", "wrist"):
         img = obs[IMAGE_PREFIX + cam]
         assert img.shape == (32, 32, 3) and img.dtype == np.uint8
-        assert img[:, :10].mean() > 200 and img[:, -10:].mean() < 50  # resized, not scrambled
+        assert img[:, :14].mean() > 200 and img[:, 18:].mean() < 50  # resized, not scrambled
     assert obs[TASK_KEY] == "pick up the red cube"
     assert adapter.state_names == [*get_robot("so101").arm_joints, "gripper"]
 

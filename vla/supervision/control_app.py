@@ -129,8 +129,12 @@ def _lerobot_robot(cfg: ControlAppConfig) -> Robot:
     from lerobot.robots.so_follower import SO101Follower, SO101FollowerConfig
 
     cams = {name: OpenCVCameraConfig(**dict(spec)) for name, spec in cfg.robot.cameras.items()}
-    follower = SO101Follower(SO101FollowerConfig(port=cfg.robot.port, id=cfg.robot.id, cameras=cams,
-                                                 max_relative_target=cfg.robot.max_relative_target))
+    try:
+        follower = SO101Follower(SO101FollowerConfig(port=cfg.robot.port, id=cfg.robot.id, cameras=cams,
+                                                     max_relative_target=cfg.robot.max_relative_target))
+    except ImportError as exc:  # the motor bus SDK is an optional lerobot extra
+        raise ImportError(f"robot.kind=so101 needs LeRobot's Feetech motor support: pip install "
+                          f"'lerobot[feetech]==0.6.1' ({exc})") from exc
     cal = so101_calibration({name: name for name in cams})
     return LeRobotRobotAdapter(follower, cal, image_size=cfg.env.image_size, task=cfg.robot.task)
 

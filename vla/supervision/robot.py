@@ -269,9 +269,14 @@ def so101_calibration(cameras: Mapping[str, str] | None = None) -> CalibrationMa
     )
 
 
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
-    if image.shape[:2] == (size, size):
+def square_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop to a square (the policy's cameras are square; squashing would distort it), then resize."""
+    h, w = image.shape[:2]
+    if (h, w) == (size, size):
         return image
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    image = np.ascontiguousarray(image[top : top + side, left : left + side])
     import cv2  # a lerobot dependency; INTER_AREA averages instead of aliasing when shrinking
 
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
@@ -280,8 +285,8 @@ def _resize(image: np.ndarray, size: int) -> np.ndarray:
 class LeRobotRobotAdapter(Robot):
     """Drive a LeRobot robot (``get_observation`` / ``send_action`` dicts) in the project's units.
 
-    Images are resized to ``image_size`` (square, as the policy was trained); non-square cameras
-    should be cropped by the camera config. ``task`` is the instruction given to the policy.
+    Images are centre-cropped to a square and resized to ``image_size``, as the policy was trained.
+    ``task`` is the instruction given to the policy.
     """
 
     def __init__(self, robot: Any, calibration: CalibrationMap, image_size: int = 96, task: str = "") -> None:
@@ -345,7 +350,7 @@ class LeRobotRobotAdapter(Robot):
             img = np.asarray(raw[theirs])
             if img.ndim != 3 or img.shape[2] != 3:
                 raise RobotReadError(f"camera {theirs!r} gave shape {img.shape}, expected HxWx3")
-            obs[IMAGE_PREFIX + ours] = _resize(img.astype(np.uint8, copy=False), self.image_size)
+            obs[IMAGE_PREFIX + ours] = square_resize(img.astype(np.uint8, copy=False), self.image_size)
         obs[STATE_KEY] = self._state(raw)
         obs[TASK_KEY] = self.task
         return obs
