@@ -19,6 +19,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 Z95 = 1.959963984540054
 
 
@@ -172,7 +174,7 @@ def summarize(episodes: Sequence[EpisodeLog]) -> dict[str, Any]:
     ok = success_rate(episodes)
     split = success_split(episodes)
     n = len(episodes)
-    risks = sorted(e.max_risk for e in episodes if e.success and math.isfinite(e.max_risk))
+    risks = [e.max_risk for e in episodes if e.success and math.isfinite(e.max_risk)]
     return {
         "episodes": n,
         "success_rate": ok.rate,
@@ -192,8 +194,8 @@ def summarize(episodes: Sequence[EpisodeLog]) -> dict[str, Any]:
         "safety_clamps": counts(e.clamps for e in episodes),
         "risk_failure_auroc": _finite(risk_failure_auroc(episodes)),
         # Where successful episodes' risk lies: a starting point for the escalation threshold.
-        "risk_success_p50": risks[len(risks) // 2] if risks else None,
-        "risk_success_p90": risks[min(len(risks) - 1, int(0.9 * len(risks)))] if risks else None,
+        "risk_success_p50": float(np.percentile(risks, 50)) if risks else None,
+        "risk_success_p90": float(np.percentile(risks, 90)) if risks else None,
         "mean_steps": sum(e.steps for e in episodes) / n,
         "takeover_reasons": counts(Counter(_reason_key(r) for r in e.takeover_reasons) for e in episodes),
     }
