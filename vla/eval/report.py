@@ -134,8 +134,8 @@ def plot_per_task(results: Sequence[EvalResult], out_dir: str | Path) -> dict[st
                 if name == "success":
                     v = m["success_rate"] if m else float("nan")
                     lo, hi = m["success_ci95"] if m else (v, v)
-                    errs[0].append(v - lo)
-                    errs[1].append(hi - v)
+                    errs[0].append(max(0.0, v - lo))  # rounding can put the bound a hair past the rate
+                    errs[1].append(max(0.0, hi - v))
                 else:
                     v = m["interventions_per_episode"] if m else float("nan")
                 vals.append(v)
