@@ -122,6 +122,8 @@ class AsyncInference:
                 self._request = None
                 start = time.perf_counter()
                 self._running = (rid, tick, start)
+                # A waiter that went to sleep before this request started must re-arm on its timeout.
+                self._cv.notify_all()
             chunk, error = None, None
             try:
                 chunk = self._predict(obs)
