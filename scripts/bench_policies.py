@@ -1,0 +1,187 @@
+"""Policy comparison: LeRobot's ACT and Diffusion Policy against our VLA (l1 and flow heads), same demos.
+
+    python scripts/bench_policies.py [--tasks pick_cube pick_place] [--methods act diffusion vla_l1 vla_flow]
+        [--steps 3000] [--batch-size 32] [--episodes 50] [--data-root pick_cube=data/pick_cube ...]
+        [--set diffusion.num_inference_steps=10 ...] [--device auto] [--no-write]
+
+Every method trains on the same LeRobotDataset with the same gradient steps, batch size and frame order
+(vla/baselines/fit.py), then is evaluated on the same seeded episodes through vla.eval.rollout's
+``evaluate_policy`` under the auto gate. A missing dataset is recorded first (``--demos`` scripted-expert
+episodes). Reports success with Wilson 95% intervals, training samples/s and batch-1 chunk latency in one
+table, appended with this command and the machine to docs/BENCHMARKS.md unless ``--no-write``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from vla.baselines.compare import CompareSettings, MethodResult, compare_on_task, ensure_demos
+from vla.baselines.methods import METHODS, parse_overrides
+from vla.benchmarks import append_section, machine_description
+from vla.model_config import HeadConfig
+from vla.reporting import print_grid
+from vla.train.loop import resolve_device
+
+NOTE = (
+    "ACT and Diffusion Policy take no instruction (LeRobot's implementations have no language input): on "
+    "PickPlace, where the instruction names the cube and the pad, they can only guess; PickCube has a single "
+    "cube, so the instruction carries no information there and that comparison is on equal terms. Each "
+    "method uses its own normalisation and optimiser recipe (LeRobot presets for ACT and Diffusion Policy, "
+    "random-init backbones since nothing is downloaded; the project's TrainConfig for ours), warm-up capped "
+    "at a tenth of the steps; Diffusion Policy sees one observation step like the others; every method "
+    "executes {n_exec} actions per chunk."
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", nargs="+", default=["pick_cube", "pick_place"])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--steps", type=int, default=3000, help="gradient steps, the same for every method")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--episodes", type=int, default=50, help="evaluation episodes per task and method")
+    p.add_argument(
+        "--data-root",
+        nargs="*",
+        default=[],
+        metavar="TASK=PATH",
+        help="dataset of a task (default data/<task>); recorded there when missing",
+    )
+    p.add_argument("--demos", type=int, default=100, help="episodes to record when a dataset is missing")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=96,
+        help="camera size of recorded demos (existing data keeps its own)",
+    )
+    p.add_argument("--preset", default="tiny", choices=["tiny", "small"], help="backbone preset of our VLA")
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        dest="overrides",
+        metavar="METHOD.FIELD=VALUE",
+        help="e.g. diffusion.num_inference_steps=10 act.optimizer_lr=1e-4 vla.train.lr=1e-3",
+    )
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:<i>")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--workers", type=int, default=2, help="evaluation processes on CPU (1 on CUDA)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed-start", type=int, default=100_000, help="first evaluation episode seed")
+    p.add_argument("--max-episode-steps", type=int, default=0, help="episode limit (0: the task's own)")
+    p.add_argument("--latency-reps", type=int, default=30)
+    p.add_argument("--fp32", action="store_true", help="no bf16 autocast on CUDA")
+    p.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
+    p.add_argument("--no-write", action="store_true", help="print only; do not append to docs/BENCHMARKS.md")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    a = p.parse_args(argv)
+    roots = {}
+    for item in a.data_root:
+        task, sep, path = item.partition("=")
+        if not sep or task not in a.tasks:
+            p.error(f"--data-root {item!r}: write TASK=PATH with TASK one of --tasks {a.tasks}")
+        roots[task] = Path(path)
+    a.roots = {t: roots.get(t, Path("data") / t) for t in a.tasks}
+    for name in ("steps", "batch_size", "episodes", "demos", "workers", "latency_reps"):
+        if getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
+    try:
+        a.parsed_overrides = parse_overrides(a.overrides)
+    except ValueError as exc:
+        p.error(str(exc))
+    return a
+
+
+def _row(r: MethodResult) -> list[str]:
+    return [
+        r.task,
+        r.label,
+        "yes" if r.uses_language else "no",
+        f"{r.params / 1e6:.1f}",
+        f"{100 * r.success_rate:.0f}% [{100 * r.ci_low:.0f}, {100 * r.ci_high:.0f}] "
+        f"({r.successes}/{r.episodes})",
+        f"{r.fit.samples_per_s:.1f}",
+        r.latency.describe(),
+    ]
+
+
+def main(argv: list[str] | None = None) -> list[MethodResult]:
+    a = parse_args(argv)
+    command = "python scripts/bench_policies.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    device = resolve_device(a.device)
+    settings = CompareSettings(
+        steps=a.steps,
+        batch_size=a.batch_size,
+        episodes=a.episodes,
+        seed=a.seed,
+        seed_start=a.seed_start,
+        preset=a.preset,
+        workers=a.workers,
+        latency_reps=a.latency_reps,
+        max_episode_steps=a.max_episode_steps or None,
+        amp=not a.fp32,
+        progress=not a.quiet,
+    )
+    results: list[MethodResult] = []
+    for task in a.tasks:
+        ensure_demos(task, a.roots[task], a.demos, a.image_size, workers=max(1, a.workers))
+        results += compare_on_task(task, a.roots[task], a.methods, device, settings, a.parsed_overrides)
+    header = [
+        "task",
+        "method",
+        "instruction input",
+        "params (M)",
+        "success [Wilson 95%]",
+        "train samples/s",
+        "batch-1 chunk latency median / p99 (ms)",
+    ]
+    rows = [_row(r) for r in results]
+    print_grid(
+        f"Policies: {a.steps} steps x batch {a.batch_size}, {a.episodes} episodes per task", header, rows
+    )
+    overrides = a.parsed_overrides.get("vla", {})
+    n_exec = overrides.get("head.n_action_steps", HeadConfig().n_action_steps)
+    data = ", ".join(f"{t}: `{a.roots[t]}`" for t in a.tasks)
+    recipes = "; ".join(dict.fromkeys(f"{r.label}: {r.recipe}" for r in results))
+    precision = "bf16 autocast" if device.type == "cuda" and not a.fp32 else "fp32"
+    note = (
+        f"{NOTE.format(n_exec=n_exec)} Optimisers: {recipes}. Demos: {data}. {a.steps} gradient steps of "
+        f"batch {a.batch_size} on {device.type} ({precision}, {torch.get_num_threads()} torch threads); "
+        f"evaluation: {a.episodes} seeded episodes per task (seeds from {a.seed_start}), auto gate. "
+        f"Latency: batch-1 `predict_chunk` on {device.type} in fp32, result on the host, median / p99 of "
+        f"{a.latency_reps} calls. "
+        f"{machine_description()}"
+    )
+    print(note)
+    if a.json is not None:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(
+            json.dumps({"command": command, "results": [r.to_dict() for r in results]}, indent=2)
+        )
+    if not a.no_write:
+        append_section(
+            "Policy comparison: ACT, Diffusion Policy and our VLA on the same demos",
+            command,
+            header,
+            rows,
+            note=note,
+        )
+    return results
+
+
+if __name__ == "__main__":
+    main()

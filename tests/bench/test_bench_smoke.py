@@ -1,0 +1,253 @@
+"""Smoke tests of the benchmark scripts at toy scale (a few steps, no timing asserts), and of the pieces
+whose correctness the figures rest on: the no-cache flow loop computes the same chunk as the cached one,
+the LeRobot adapter returns actions in our units, overrides are checked."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+from envs.config import EnvConfig
+from vla.baselines.compare import ensure_demos
+from vla.baselines.lerobot_adapter import LeRobotPolicyAdapter
+from vla.baselines.methods import parse_overrides
+from vla.baselines.speed import make_scene, policy_config, recomputed_flow_chunk
+from vla.benchmarks import DOC
+from vla.eval.rollout import obs_to_batch
+from vla.policy import VLAPolicy
+
+ROOT = Path(__file__).resolve().parents[2]
+# Small LeRobot models: the smoke test checks the plumbing, not the figures.
+SMALL_BASELINES = [
+    "act.dim_model=32",
+    "act.dim_feedforward=64",
+    "act.n_encoder_layers=1",
+    "act.n_vae_encoder_layers=1",
+    "act.n_heads=2",
+    "diffusion.down_dims=[16,32]",
+    "diffusion.diffusion_step_embed_dim=16",
+    "diffusion.num_inference_steps=2",
+]
+
+
+def load_script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_script_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("bench") / "pick_cube"
+    ensure_demos("pick_cube", root, episodes=1, image_size=32, workers=1)
+    return root
+
+
+def doc_text() -> str | None:
+    return DOC.read_text() if DOC.exists() else None
+
+
+def run_policies(root: Path, methods: list[str], out: Path) -> dict:
+    before = doc_text()
+    load_script("bench_policies").main(
+        [
+            "--tasks",
+            "pick_cube",
+            "--methods",
+            *methods,
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--episodes",
+            "1",
+            "--workers",
+            "1",
+            "--latency-reps",
+            "1",
+            "--max-episode-steps",
+            "4",
+            "--data-root",
+            f"pick_cube={root}",
+            "--set",
+            *SMALL_BASELINES,
+            "--json",
+            str(out),
+            "--no-write",
+            "--quiet",
+        ]
+    )
+    assert doc_text() == before, "--no-write must leave docs/BENCHMARKS.md alone"
+    return json.loads(out.read_text())
+
+
+def test_bench_policies_act_and_vla(demo_root: Path, tmp_path: Path) -> None:
+    data = run_policies(demo_root, ["act", "vla_l1", "vla_flow"], tmp_path / "out.json")
+    rows = {r["method"]: r for r in data["results"]}
+    assert set(rows) == {"act", "vla_l1", "vla_flow"}
+    assert not rows["act"]["uses_language"] and rows["vla_l1"]["uses_language"]
+    # The base learning rates each recipe starts from (LeRobot's ACT preset, our TrainConfig default).
+    assert rows["act"]["recipe"].startswith("AdamW lr 1e-05") and "constant" in rows["act"]["recipe"]
+    assert rows["vla_l1"]["recipe"].startswith("AdamW lr 0.0003")
+    for r in rows.values():
+        assert r["episodes"] == 1 and r["fit"]["steps"] == 2 and r["fit"]["samples_per_s"] > 0
+        assert 0.0 <= r["ci_low"] <= r["success_rate"] <= r["ci_high"] <= 1.0
+        assert r["latency"]["median_ms"] > 0 and r["params"] > 0
+
+
+def test_bench_policies_diffusion(demo_root: Path, tmp_path: Path) -> None:
+    pytest.importorskip("diffusers", reason="LeRobot's Diffusion Policy needs lerobot[diffusion]")
+    data = run_policies(demo_root, ["diffusion"], tmp_path / "out.json")
+    (row,) = data["results"]
+    assert row["method"] == "diffusion" and not row["uses_language"] and row["fit"]["samples_per_s"] > 0
+
+
+def test_bench_speed_prints_every_section() -> None:
+    before = doc_text()
+    sections = load_script("bench_speed").main(
+        [
+            "--threads",
+            "1",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "2",
+            "--train-steps",
+            "2",
+            "--rounds",
+            "1",
+            "--train-warmup",
+            "1",
+            "--latency-reps",
+            "2",
+            "--latency-warmup",
+            "1",
+            "--n-samples",
+            "2",
+            "--control-steps",
+            "3",
+            "--no-write",
+        ]
+    )
+    assert doc_text() == before
+    tables = {title: rows for title, _, rows, _ in sections}
+    train = tables["Training throughput against a transformers reference"]
+    assert [r[0] for r in train] == [
+        "ours tiny (l1 head)",
+        "ours tiny (flow head)",
+        "transformers reference tiny (l1 head)",
+    ]
+    assert train[-1][-1] == "1.00x"
+    variants = [r[1] for r in tables["Chunk inference latency (batch 1)"]]
+    assert any("no cache" in v for v in variants) and any("prefix cached" in v for v in variants)
+    assert not any(r[2].startswith("failed") for r in tables["Chunk inference latency (batch 1)"])
+    assert len(tables["Sustained control-loop rate"]) == 2
+
+
+def test_recomputed_flow_chunk_equals_cached_chunk() -> None:
+    scene = make_scene(EnvConfig(task="pick_place", image_size=32), n_frames=1)
+    policy = VLAPolicy(policy_config("tiny", "flow"), scene.spec, scene.vocab, scene.stats).eval()
+    batch = obs_to_batch(scene.frames[0])
+    cached = policy.predict_chunk(batch, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        recomputed = recomputed_flow_chunk(policy, batch, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(recomputed, cached)
+
+
+def test_act_adapter_unnormalises_into_our_action_units() -> None:
+    scene = make_scene(EnvConfig(task="pick_cube", image_size=32), n_frames=1)
+    spec = scene.spec
+    stats = {k: {n: v.clone() for n, v in group.items()} for k, group in scene.stats.items()}
+    stats["action"]["mean"][-1], stats["action"]["std"][-1] = 0.7, 1.0
+    for key in spec.image_keys():
+        stats[key] = {
+            "mean": torch.full((3, 1, 1), 0.5),
+            "std": torch.full((3, 1, 1), 0.25),
+            "min": torch.zeros(3, 1, 1),
+            "max": torch.ones(3, 1, 1),
+        }
+    adapter = LeRobotPolicyAdapter(
+        "act",
+        spec,
+        stats,
+        chunk_size=6,
+        n_action_steps=3,
+        overrides={
+            "dim_model": 32,
+            "dim_feedforward": 64,
+            "n_encoder_layers": 1,
+            "n_vae_encoder_layers": 1,
+            "n_heads": 2,
+        },
+    ).eval()
+    # A zero output layer predicts 0 in ACT's normalised (mean/std) space: our units are then the stats' mean.
+    torch.nn.init.zeros_(adapter.inner.model.action_head.weight)
+    torch.nn.init.zeros_(adapter.inner.model.action_head.bias)
+    chunk = adapter.predict_chunk(obs_to_batch(scene.frames[0]))
+    assert chunk.shape == (1, 6, spec.action_dim)
+    torch.testing.assert_close(chunk[0], stats["action"]["mean"].expand(6, -1))
+    adapter.reset()
+    first = adapter.select_action(obs_to_batch(scene.frames[0]))
+    assert first.shape == (1, spec.action_dim) and len(adapter._queue) == 2
+    with pytest.raises(ValueError, match="n_samples=2"):
+        adapter.predict_chunk(obs_to_batch(scene.frames[0]), n_samples=2)
+
+
+def test_diffusion_adapter_acts_within_the_action_range_it_was_given() -> None:
+    pytest.importorskip("diffusers", reason="LeRobot's Diffusion Policy needs lerobot[diffusion]")
+    scene = make_scene(EnvConfig(task="pick_cube", image_size=32), n_frames=1)
+    spec = scene.spec
+    stats = {k: {n: v.clone() for n, v in group.items()} for k, group in scene.stats.items()}
+    for key in spec.image_keys():
+        stats[key] = {
+            "mean": torch.full((3, 1, 1), 0.5),
+            "std": torch.full((3, 1, 1), 0.25),
+            "min": torch.zeros(3, 1, 1),
+            "max": torch.ones(3, 1, 1),
+        }
+    adapter = LeRobotPolicyAdapter(
+        "diffusion",
+        spec,
+        stats,
+        chunk_size=6,
+        n_action_steps=3,
+        overrides={"down_dims": [16, 32], "diffusion_step_embed_dim": 16, "num_inference_steps": 2},
+    ).eval()
+    assert adapter.chunk_size == 8  # the chunk rounded up to the U-Net's down-sampling factor of 4
+    chunk = adapter.predict_chunk(obs_to_batch(scene.frames[0]))
+    # Samples are clipped to [-1, 1] in min/max space: in our units they lie within the stats' range.
+    low, high = stats["action"]["min"], stats["action"]["max"]
+    assert chunk.shape == (1, 3, spec.action_dim)
+    assert bool(((chunk[0] >= low - 1e-5) & (chunk[0] <= high + 1e-5)).all())
+
+
+def test_bad_overrides_name_the_fix() -> None:
+    assert parse_overrides(["act.dim_model=64", "vla.train.lr=1e-3"]) == {
+        "act": {"dim_model": 64},
+        "vla": {"train.lr": 1e-3},
+    }
+    with pytest.raises(ValueError, match=r"METHOD\.FIELD=VALUE"):
+        parse_overrides(["dim_model=64"])
+    with pytest.raises(ValueError, match="unknown method 'pi0'"):
+        parse_overrides(["pi0.lr=1"])
+    scene = make_scene(EnvConfig(task="pick_cube", image_size=32), n_frames=1)
+    with pytest.raises(ValueError, match="unknown act config field"):
+        LeRobotPolicyAdapter("act", scene.spec, scene.stats, 6, 3, overrides={"dim_modle": 64})
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))

@@ -1,0 +1,168 @@
+"""The policy comparison of ``scripts/bench_policies.py``: per task, train every method on the same demos,
+then time batch-1 inference and evaluate it on the same seeded episodes through ``evaluate_policy``.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from envs.config import EnvConfig, make_env
+from vla.baselines.fit import FitResult, fit
+from vla.baselines.lerobot_adapter import image_stats
+from vla.baselines.methods import LABELS, build_recipe
+from vla.baselines.timing import Timing, count_parameters, time_calls
+from vla.data.dataset import FrameStore, load_frames
+from vla.data.stats import compute_stats
+from vla.eval.rollout import env_feature_spec, evaluate_policy, obs_to_batch
+from vla.tokenizer import build_vocab
+from vla.train.checkpoint import IncompatibleCheckpointError, check_compatible
+from vla.train.loop import seed_everything
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CompareSettings:
+    steps: int
+    batch_size: int
+    episodes: int
+    seed: int = 0
+    seed_start: int = 100_000  # demos are collected from seed 0 up: evaluation seeds stay disjoint
+    preset: str = "tiny"
+    workers: int = 1
+    latency_reps: int = 30
+    latency_warmup: int = 3
+    max_episode_steps: int | None = None  # None: the task's own limit
+    amp: bool = True
+    progress: bool = True
+
+
+@dataclass
+class MethodResult:
+    task: str
+    method: str
+    label: str
+    uses_language: bool
+    recipe: str  # optimiser, schedule, clipping
+    params: int
+    fit: FitResult
+    latency: Timing
+    successes: int
+    episodes: int
+    success_rate: float
+    ci_low: float
+    ci_high: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["latency"] = {"median_ms": self.latency.median_ms, "p99_ms": self.latency.p99_ms}
+        return out
+
+
+def ensure_demos(task: str, root: Path, episodes: int, image_size: int, workers: int) -> None:
+    """Record ``episodes`` scripted-expert demos of ``task`` at ``root`` unless a dataset is already there."""
+    if (root / "meta" / "info.json").is_file():
+        return
+    from vla.data.collect import CollectConfig, collect
+
+    log.info("no dataset at %s: recording %d %s demos", root, episodes, task)
+    collect(
+        CollectConfig(
+            env=EnvConfig(task=task, image_size=image_size),
+            root=str(root),
+            repo_id=f"local/{task}",
+            episodes=episodes,
+            workers=workers,
+        )
+    )
+
+
+def task_env(task: str, store: FrameStore, max_steps: int | None) -> EnvConfig:
+    """The env the demos came from (cameras and image size read from the dataset), checked against them."""
+    spec = store.spec
+    env_cfg = EnvConfig(
+        task=task, image_size=spec.image_shape[1], cameras=list(spec.cameras), max_steps=max_steps
+    )
+    env = make_env(env_cfg)
+    try:
+        check_compatible(spec, env_feature_spec(env))
+    except IncompatibleCheckpointError as exc:
+        raise ValueError(
+            f"the demos do not match the {task} env they are evaluated in ({exc}); record them "
+            f"with scripts/collect.py env={task}, or pass that task's data with --data-root"
+        ) from exc
+    finally:
+        env.close()
+    return env_cfg
+
+
+def _latency(model: torch.nn.Module, env_cfg: EnvConfig, device: torch.device, s: CompareSettings) -> Timing:
+    env = make_env(env_cfg)
+    try:
+        obs, _ = env.reset(seed=s.seed_start)
+    finally:
+        env.close()
+    batch = obs_to_batch(obs, device)
+
+    def call() -> None:
+        with torch.inference_mode():
+            model.predict_chunk(batch).cpu()
+
+    return time_calls(call, s.latency_reps, s.latency_warmup, device)
+
+
+def compare_on_task(
+    task: str,
+    root: Path,
+    methods: list[str],
+    device: torch.device,
+    s: CompareSettings,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> list[MethodResult]:
+    store = load_frames(root)
+    env_cfg = task_env(task, store, s.max_episode_steps)
+    stats = compute_stats(store.state, store.action, store.spec)
+    img_stats = image_stats(store.images)
+    vocab = build_vocab(store.tasks)
+    log.info("%s: %d episodes, %d frames from %s", task, len(store.episode_ids), len(store), root)
+    results = []
+    for name in methods:
+        seed_everything(s.seed)  # same init stream and the same batch order for every method
+        recipe = build_recipe(name, store.spec, stats, img_stats, vocab, s.steps, device, s.preset, overrides)
+        trained = fit(recipe, store, s.steps, s.batch_size, s.seed, device, s.amp, s.progress)
+        model = recipe.model.eval()
+        latency = _latency(model, env_cfg, device, s)
+        # A pool of CPU workers gets a pickled copy of the policy; a CUDA policy runs in this process.
+        workers = s.workers if device.type == "cpu" else 1
+        evaluation = evaluate_policy(
+            model, env_cfg, s.episodes, s.seed_start, None, str(device), workers, progress=s.progress
+        )
+        m = evaluation.summary()
+        results.append(
+            MethodResult(
+                task=task,
+                method=name,
+                label=LABELS[name],
+                uses_language=recipe.uses_language,
+                recipe=recipe.describe(),
+                params=count_parameters(model),
+                fit=trained,
+                latency=latency,
+                successes=sum(e.success for e in evaluation.episodes),
+                episodes=len(evaluation.episodes),
+                success_rate=m["success_rate"],
+                ci_low=m["success_ci_low"],
+                ci_high=m["success_ci_high"],
+            )
+        )
+        del recipe, model
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return results
