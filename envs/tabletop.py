@@ -9,7 +9,9 @@ Observation (LeRobot feature names): ``observation.images.front`` and ``observat
 
 from __future__ import annotations
 
+import atexit
 import string
+import weakref
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -23,6 +25,27 @@ from envs.tasks.language import COLOURS
 
 CAMERAS = ("front", "wrist")
 INSTRUCTION_CHARSET = string.ascii_lowercase + string.ascii_uppercase + string.digits + " ,.'-"
+
+# Renderers hold EGL contexts; freeing them after the interpreter has torn EGL down raises noisy
+# errors, so every environment still open at exit is closed while EGL is still alive. atexit runs
+# callbacks last-in first-out: registering after the first context exists puts ours before
+# MuJoCo's eglTerminate.
+_OPEN_ENVS: weakref.WeakSet[TabletopEnv] = weakref.WeakSet()
+_CLOSE_AT_EXIT_REGISTERED = False
+
+
+def _close_open_envs() -> None:
+    for env in list(_OPEN_ENVS):
+        env.close()
+
+
+def _new_renderer(model: mujoco.MjModel, size: int) -> mujoco.Renderer:
+    global _CLOSE_AT_EXIT_REGISTERED
+    renderer = mujoco.Renderer(model, size, size)
+    if not _CLOSE_AT_EXIT_REGISTERED:
+        atexit.register(_close_open_envs)
+        _CLOSE_AT_EXIT_REGISTERED = True
+    return renderer
 
 
 class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
@@ -82,6 +105,7 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
         })
         self._renderer: mujoco.Renderer | None = None
         self._big_renderer: mujoco.Renderer | None = None
+        _OPEN_ENVS.add(self)
         self.episode: Episode | None = None
         self._steps = 0
 
@@ -226,7 +250,7 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
 
     def _render_camera(self, cam: str) -> np.ndarray:
         if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.model, self.image_size, self.image_size)
+            self._renderer = _new_renderer(self.model, self.image_size)
         self._renderer.update_scene(self.data, camera=self._camera_id(cam))
         return self._renderer.render()
 
@@ -251,7 +275,7 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
         if self.render_mode != "rgb_array":
             return None
         if self._big_renderer is None:
-            self._big_renderer = mujoco.Renderer(self.model, self.render_size, self.render_size)
+            self._big_renderer = _new_renderer(self.model, self.render_size)
         self._big_renderer.update_scene(self.data, camera=self._camera_id("front"))
         return self._big_renderer.render()
 
