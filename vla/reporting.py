@@ -9,6 +9,12 @@ from rich.console import Console
 from rich.table import Table
 
 
+def _console() -> Console:
+    # Logs are not terminals: rich would wrap tables at 80 columns there, which makes them unreadable.
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
 def print_table(title: str, rows: Mapping[str, Any]) -> None:
     """Two-column table of named figures."""
     table = Table(title=title, show_header=False)
@@ -16,7 +22,7 @@ def print_table(title: str, rows: Mapping[str, Any]) -> None:
     table.add_column("value", justify="right")
     for key, value in rows.items():
         table.add_row(str(key), str(value))
-    Console().print(table)
+    _console().print(table)
 
 
 def print_grid(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -26,4 +32,4 @@ def print_grid(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]])
         table.add_column(str(h), justify="right" if h != header[0] else "left")
     for row in rows:
         table.add_row(*(str(v) for v in row))
-    Console().print(table)
+    _console().print(table)
