@@ -60,13 +60,20 @@ class ScriptedExpert:
         h = env.cube_half
         held = env.is_grasped(goal.cube)
         grasp_z = cube[2] + 0.25 * h
-        hover = 0.06 + 2 * h
+        hover = env.robot.hover_clearance + 2 * h
+        # How far below the hover height the hand may move sideways; within the clearance, so
+        # that a low hover still keeps the hand (and a carried cube) above the other cubes.
+        slack = min(0.03, 0.5 * env.robot.hover_clearance)
         yaw = self._grasp_yaw(goal.cube)
 
         if goal.place is not None and self._at_place(cube, goal.place) and not held:
             self._released = True
         if self._released:
-            # Released at the place: open fully and retreat straight up.
+            # Released at the place: open fully and retreat straight up, once the jaws have let go
+            # (moving while they still touch the cube would drag it off the place).
+            if env.touches_gripper(goal.cube) and env.gripper_state() > 0.05:
+                self._phase = "release"
+                return self._move(ee, ee, None, gripper=0.0)
             self._phase = "retreat"
             return self._move(ee, np.array([ee[0], ee[1], goal.place[2] + hover]), yaw, gripper=0.0)
 
@@ -77,9 +84,11 @@ class ScriptedExpert:
                 return self._move(ee, target + (ee - cube) * [1, 1, 0], None, gripper=1.0)
             offset = ee - cube  # keep the grasp offset: move the cube, not the hand
             place_ee = goal.place + offset
-            carry_z = max(goal.place[2], h) + hover
+            # Carry the cube with its bottom the hover clearance above the tops of cubes resting on
+            # the table, and at least that clearance above its own place height (e.g. a stack).
+            carry_z = max(goal.place[2] + env.robot.hover_clearance, h + hover)
             if np.linalg.norm(cube[:2] - goal.place[:2]) > XY_TOL:
-                if ee[2] < carry_z - 0.03 and np.linalg.norm(cube[:2] - goal.place[:2]) > 0.03:
+                if ee[2] < carry_z - slack and np.linalg.norm(cube[:2] - goal.place[:2]) > 0.03:
                     self._phase = "lift"
                     return self._move(ee, np.array([ee[0], ee[1], carry_z]), None, gripper=1.0)
                 self._phase = "carry"
@@ -110,7 +119,7 @@ class ScriptedExpert:
             return self._move(ee, ee, yaw, gripper=1.0)
         above = np.array([cube[0], cube[1], cube[2] + hover])
         if np.linalg.norm(ee[:2] - cube[:2]) > XY_TOL:
-            if ee[2] < cube[2] + hover - 0.03 and np.linalg.norm(ee[:2] - cube[:2]) > 0.02:
+            if ee[2] < cube[2] + hover - slack and np.linalg.norm(ee[:2] - cube[:2]) > 0.02:
                 self._phase = "clear"
                 return self._move(ee, np.array([ee[0], ee[1], above[2]]), yaw, gripper=0.0)
             self._phase = "approach"

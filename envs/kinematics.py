@@ -37,7 +37,10 @@ class InverseKinematics:
         self.dadr = np.array([int(j.dofadr[0]) for j in joints])
         self.lower = np.array([j.range[0] for j in joints])
         self.upper = np.array([j.range[1] for j in joints])
-        self.rot_weight = 0.5 if robot.n_arm >= 6 else 0.15
+        # A 5-joint arm whose wrist roll turns about the tool axis reaches a top-down pose at any yaw
+        # exactly, but only where its wrist can still point straight down; past that, a light
+        # orientation weight keeps the tool on target, a little tilted, instead of vertical and short.
+        self.rot_weight = 0.5 if robot.n_arm >= 6 else 0.05
         self._jacp = np.zeros((3, model.nv))
         self._jacr = np.zeros((3, model.nv))
 
@@ -78,6 +81,11 @@ class InverseKinematics:
             if np.linalg.norm(err) < tolerance:
                 break
             j = np.concatenate(jac)
+            # A joint resting on a limit that the error pushes further out contributes nothing but
+            # a clipped step; leaving it out lets the other joints take over instead of stalling.
+            push = j.T @ err
+            free = ~(((q <= self.lower + 1e-6) & (push < 0)) | ((q >= self.upper - 1e-6) & (push > 0)))
+            j = j * free
             dq = j.T @ np.linalg.solve(j @ j.T + damping**2 * np.eye(j.shape[0]), err)
             # Cap each step so a far target cannot fling the arm through a singularity.
             dq *= min(1.0, 0.4 / (np.abs(dq).max() + 1e-9))

@@ -46,6 +46,9 @@ class RobotSpec:
     reach_y: tuple[float, float] = (-0.22, 0.22)
     # Cartesian speed limit the scripted expert moves at (m/s); small arms move slower.
     expert_speed: float = 0.35
+    # Height of the tool above a cube's top where the expert hovers before descending and
+    # carries over other cubes; arms whose wrist cannot point straight down high up hover lower.
+    hover_clearance: float = 0.06
     # Side of the largest cube the gripper holds comfortably; the scene scales objects by it.
     cube_half: float = 0.02
     # Edits the robot's MjSpec before it is attached (e.g. add a wrist camera the file lacks).
