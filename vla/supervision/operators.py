@@ -206,7 +206,7 @@ def expert_ticks_needed(env: TabletopEnv, speed: float) -> float:
     cube, h, ee = env.cube_pos(goal.cube), env.cube_half, env.ee_pos()
     per_tick = speed / env.control_hz
     slow = 0.4 * per_tick  # the expert descends at 40% speed
-    hover = 0.06 + 2 * h
+    hover = env.robot.hover_clearance + 2 * h
     ticks = 0.0
     if not env.is_grasped(goal.cube):
         grasp_z = cube[2] + 0.25 * h
