@@ -165,6 +165,9 @@ class HeadConfig:
     n_heads: int = 4
     dropout: float = 0.0
     gripper_loss_weight: float = 1.0  # weight of the BCE gripper term next to the L1 term (l1 head)
+    # Predict joint targets minus the current joint positions (vla/processing/relative.py). Needs the
+    # feature names (dataset or env specs carry them); the Hydra head presets turn it on.
+    relative_actions: bool = False
     # flow matching
     num_steps: int = 10
     n_samples: int = 1  # chunks drawn per call by risk scoring (disagreement between samples)

@@ -19,6 +19,7 @@ from vla.backbones import BackboneOutput, build_backbone
 from vla.heads import build_head
 from vla.model_config import PolicyConfig
 from vla.processing import ImageAugment, Normalizer
+from vla.processing.relative import relative_pairs, to_absolute, to_relative
 from vla.types import ACTION_KEY, STATE_KEY, TASK_KEY, FeatureSpec
 
 METADATA_VERSION = 1
@@ -40,6 +41,7 @@ class VLAPolicy(nn.Module):
         self.head = build_head(cfg.head, spec, self.backbone.d_model)
         b = cfg.backbone
         self.augment = ImageAugment(b.aug_shift_pad, b.aug_brightness, b.aug_contrast)
+        self.relative_pairs = relative_pairs(spec) if cfg.head.relative_actions else None
         self._queue: deque[torch.Tensor] = deque()
 
     # ----------------------------------------------------------------- inputs
@@ -77,17 +79,23 @@ class VLAPolicy(nn.Module):
             raise ValueError(f"batch[{TASK_KEY!r}] must be a list of {batch_size} instructions, got {tasks!r}")
         return list(tasks)
 
-    def encode(self, batch: dict[str, Any]) -> BackboneOutput:
-        """Run the backbone once: the prefix every head call of this batch reads."""
-        images = self._images(batch)
+    def _state(self, batch: dict[str, Any], batch_size: int | None = None) -> torch.Tensor:
         if STATE_KEY not in batch:
             raise ValueError(f"batch lacks {STATE_KEY!r} (raw proprio state, shape (B, {self.spec.state_dim}))")
         state = torch.as_tensor(batch[STATE_KEY], device=self.device, dtype=torch.float32)
-        if state.shape != (images.shape[0], self.spec.state_dim):
+        if state.ndim != 2 or state.shape[1] != self.spec.state_dim or (
+            batch_size is not None and state.shape[0] != batch_size
+        ):
             raise ValueError(
                 f"batch[{STATE_KEY!r}] has shape {tuple(state.shape)}, expected "
-                f"({images.shape[0]}, {self.spec.state_dim})"
+                f"({batch_size if batch_size is not None else 'B'}, {self.spec.state_dim})"
             )
+        return state
+
+    def encode(self, batch: dict[str, Any]) -> BackboneOutput:
+        """Run the backbone once: the prefix every head call of this batch reads."""
+        images = self._images(batch)
+        state = self._state(batch, images.shape[0])
         tasks = self._tasks(batch, images.shape[0])
         return self.backbone(images, tasks, self.normalizer.normalize(STATE_KEY, state))
 
@@ -105,6 +113,8 @@ class VLAPolicy(nn.Module):
             is_pad = torch.zeros(actions.shape[:2], dtype=torch.bool, device=self.device)
         is_pad = torch.as_tensor(is_pad, device=self.device).bool()
         prefix = self.encode(batch)
+        if self.relative_pairs is not None:
+            actions = to_relative(actions, self._state(batch), self.relative_pairs)
         return self.head.loss(prefix, self.normalizer.normalize(ACTION_KEY, actions), is_pad)
 
     # --------------------------------------------------------------- inference
@@ -129,6 +139,8 @@ class VLAPolicy(nn.Module):
             prefix = self.encode(batch)
         chunks = self.head.sample(prefix, n_samples=n_samples, num_steps=num_steps, generator=generator)
         chunks = self.normalizer.unnormalize(ACTION_KEY, chunks)
+        if self.relative_pairs is not None:
+            chunks = to_absolute(chunks, self._state(batch), self.relative_pairs)
         return chunks[:, 0] if n_samples == 1 else chunks
 
     @torch.no_grad()

@@ -18,8 +18,9 @@ from vla.baselines.lerobot_adapter import image_stats
 from vla.baselines.methods import LABELS, build_recipe
 from vla.baselines.timing import Timing, count_parameters, time_calls
 from vla.data.dataset import FrameStore, load_frames
-from vla.data.stats import compute_stats
+from vla.data.stats import compute_stats, relative_action_stats
 from vla.eval.rollout import env_feature_spec, evaluate_policy, obs_to_batch
+from vla.model_config import HeadConfig
 from vla.tokenizer import build_vocab
 from vla.train.checkpoint import IncompatibleCheckpointError, check_compatible
 from vla.train.loop import seed_everything
@@ -128,13 +129,17 @@ def compare_on_task(
     store = load_frames(root)
     env_cfg = task_env(task, store, s.max_episode_steps)
     stats = compute_stats(store.state, store.action, store.spec)
+    chunk = HeadConfig().chunk_size
+    rel_stats = relative_action_stats(stats, store.state, store.action, store.episode_end,
+                                      torch.arange(len(store)), chunk, store.spec)
     img_stats = image_stats(store.images)
     vocab = build_vocab(store.tasks)
     log.info("%s: %d episodes, %d frames from %s", task, len(store.episode_ids), len(store), root)
     results = []
     for name in methods:
         seed_everything(s.seed)  # same init stream and the same batch order for every method
-        recipe = build_recipe(name, store.spec, stats, img_stats, vocab, s.steps, device, s.preset, overrides)
+        recipe = build_recipe(name, store.spec, stats, img_stats, vocab, s.steps, device, s.preset, overrides,
+                              relative_stats=rel_stats)
         trained = fit(recipe, store, s.steps, s.batch_size, s.seed, device, s.amp, s.progress)
         model = recipe.model.eval()
         latency = _latency(model, env_cfg, device, s)

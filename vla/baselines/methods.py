@@ -108,8 +108,13 @@ def build_recipe(
     device: torch.device,
     preset: str = "tiny",
     overrides: dict[str, dict[str, Any]] | None = None,
+    relative_stats: Stats | None = None,
 ) -> Recipe:
-    """The model of method ``name`` on ``device``, with its optimiser and schedule for ``steps`` steps."""
+    """The model of method ``name`` on ``device``, with its optimiser and schedule for ``steps`` steps.
+
+    ``relative_stats`` (action stats of relative chunks) makes our VLA predict joint targets relative
+    to the current joints, as the training app does by default.
+    """
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose from {list(METHODS)}")
     overrides = overrides or {}
@@ -121,12 +126,13 @@ def build_recipe(
         from vla.train.optim import build_optimizer, build_scheduler
 
         vla = _split_vla({**overrides.get("vla", {}), **overrides.get(name, {})})
-        head = HeadConfig(**{**vla["head"], "kind": name.removeprefix("vla_")})
+        relative = relative_stats is not None
+        head = HeadConfig(**{"relative_actions": relative, **vla["head"], "kind": name.removeprefix("vla_")})
         cfg = PolicyConfig(backbone=backbone_preset(preset, **vla["model"]), head=head)
         train = TrainConfig(
             **{"warmup_steps": min(TrainConfig.warmup_steps, warmup_cap), **vla["train"], "steps": steps}
         )
-        policy = VLAPolicy(cfg, spec, vocab, stats).to(device)
+        policy = VLAPolicy(cfg, spec, vocab, relative_stats if head.relative_actions else stats).to(device)
         opt = build_optimizer(policy, train.lr, train.weight_decay, (train.betas[0], train.betas[1]))
         sched = build_scheduler(opt, train.warmup_steps, steps, train.min_lr_ratio)
         schedule = f"warm-up {train.warmup_steps} + cosine to {train.min_lr_ratio:g}x"

@@ -65,3 +65,19 @@ def save_stats(stats: Stats, path: str | Path) -> None:
 
 def load_stats(path: str | Path) -> Stats:
     return stats_from_json(json.loads(Path(path).read_text()))
+
+
+def relative_action_stats(
+    stats: Stats, state: torch.Tensor, action: torch.Tensor, episode_end: torch.Tensor, frames: torch.Tensor,
+    chunk_size: int, spec: FeatureSpec,
+) -> Stats:
+    """``stats`` with the action statistics of relative chunks (see vla/processing/relative.py)."""
+    from vla.processing.relative import chunk_deltas, relative_pairs
+
+    deltas = chunk_deltas(state, action, episode_end, frames, chunk_size, relative_pairs(spec))
+    out = {key: {name: t.clone() for name, t in group.items()} for key, group in stats.items()}
+    rel = feature_stats(deltas)
+    a_idx = relative_pairs(spec)[0]
+    for name in rel:
+        out[ACTION_KEY][name][a_idx] = rel[name][a_idx]
+    return out

@@ -35,7 +35,7 @@ from vla.data.dataset import (
     make_loader,
     split_episodes,
 )
-from vla.data.stats import Stats, compute_stats
+from vla.data.stats import Stats, compute_stats, relative_action_stats
 from vla.reporting import print_table
 from vla.train import checkpoint as ckpt_io
 from vla.train.checkpoint import get_rng_state, isolated_rng, set_rng_state
@@ -350,6 +350,9 @@ def run_training(cfg: TrainAppConfig, run_dir: str | Path, config_yaml: str,
         vocab = list(meta["vocab"])
     else:
         stats = compute_stats(store.state[train_data.frames], store.action[train_data.frames], store.spec)
+        if cfg.head.relative_actions:
+            stats = relative_action_stats(stats, store.state, store.action, store.episode_end, train_data.frames,
+                                          cfg.head.chunk_size, store.spec)
         vocab = build_vocab(store.tasks)
     policy = VLAPolicy(cfg.policy_config(), store.spec, vocab, stats)
     run_dir = Path(run_dir)
