@@ -3,12 +3,14 @@
 lerobot keeps one parquet file open across episodes and writes its footer only at ``finalize()``;
 a run killed before that would lose every episode of the open file. The recorder therefore
 finalises every ``flush_every`` episodes and reopens with ``LeRobotDataset.resume`` (which starts
-a new data file), and finalises on any exception. Data files that no episode references (left by
-a hard kill mid-segment) are moved aside on open, so what was finalised stays readable.
+a new data file), and finalises on any exception. After each finalise it writes a commit record
+(:mod:`vla.data.commit`); on open, a dataset is put back to its last commit and files written after
+it are moved aside, so what was finalised stays readable whatever moment a run was killed at.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from collections.abc import Mapping, Sequence
@@ -17,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from vla.data.commit import committed_episodes, recover, write_commit
 from vla.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, TASK_KEY
 
 log = logging.getLogger(__name__)
@@ -43,46 +46,27 @@ def dataset_features(
     return features
 
 
-def _referenced_data_files(root: Path) -> set[Path] | None:
-    import pyarrow.parquet as pq
-
-    episode_files = sorted((root / "meta" / "episodes").glob("**/*.parquet"))
-    if not episode_files:
-        return None
-    cols = ["data/chunk_index", "data/file_index"]
-    referenced = set()
-    for f in episode_files:
-        table = pq.read_table(f, columns=cols).to_pydict()
-        for c, i in zip(table[cols[0]], table[cols[1]], strict=True):
-            referenced.add(root / "data" / f"chunk-{c:03d}" / f"file-{i:03d}.parquet")
-    return referenced
-
-
-def quarantine_orphans(root: Path) -> list[Path]:
-    """Move data files that no finalised episode references into ``root/orphaned``."""
-    referenced = _referenced_data_files(root)
-    if referenced is None:
-        return []
-    moved = []
-    for f in sorted((root / "data").glob("**/*.parquet")):
-        if f not in referenced:
-            dest = root / "orphaned" / f.relative_to(root)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(f, dest)
-            moved.append(dest)
-    if moved:
-        log.warning("moved %d unfinished data file(s) of an interrupted run to %s", len(moved), root / "orphaned")
-    return moved
-
-
 def existing_episodes(root: Path) -> int:
-    """Number of finalised episodes at ``root`` (0 if there is no dataset)."""
-    info = root / "meta" / "info.json"
-    if not info.exists():
-        return 0
-    import json
+    """Number of finalised episodes at ``root`` (0 if there is no dataset).
 
-    return int(json.loads(info.read_text())["total_episodes"])
+    The commit record is authoritative where there is one: lerobot's ``info.json`` also counts
+    episodes whose metadata a killed run never wrote.
+    """
+    committed = committed_episodes(root)
+    if committed is not None:
+        return committed
+    info = root / "meta" / "info.json"
+    return int(json.loads(info.read_text())["total_episodes"]) if info.exists() else 0
+
+
+def _set_aside_uncommitted_root(root: Path) -> Path:
+    """Move a dataset root with no finalised episode next to it, so a fresh one can be created."""
+    n = 0
+    while (dest := root.with_name(f"{root.name}.interrupted-{n}")).exists():
+        n += 1
+    shutil.move(root, dest)
+    log.warning("%s held no finalised episode (interrupted before its first flush); moved it to %s", root, dest)
+    return dest
 
 
 class DatasetRecorder:
@@ -104,9 +88,12 @@ class DatasetRecorder:
         self.repo_id = repo_id
         self.flush_every = max(1, flush_every)
         self._cls = LeRobotDataset
+        if (self.root / "meta" / "info.json").exists() and existing_episodes(self.root) == 0:
+            _set_aside_uncommitted_root(self.root)
         if (self.root / "meta" / "info.json").exists():
-            quarantine_orphans(self.root)
+            recover(self.root)
             self._check_features(features)
+            write_commit(self.root)  # a dataset from elsewhere: what it holds now is the recovery point
             self._ds = LeRobotDataset.resume(repo_id, root=self.root)
         else:
             if self.root.exists() and any(self.root.iterdir()):
@@ -123,8 +110,6 @@ class DatasetRecorder:
         self._since_flush = 0
 
     def _check_features(self, features: dict[str, dict[str, Any]]) -> None:
-        import json
-
         info = json.loads((self.root / "meta" / "info.json").read_text())
         have = info["features"]
         for key, spec in features.items():
@@ -153,6 +138,7 @@ class DatasetRecorder:
         if self._since_flush == 0:
             return
         self._ds.finalize()
+        write_commit(self.root)
         self._ds = self._cls.resume(self.repo_id, root=self.root)
         self._since_flush = 0
 
@@ -160,6 +146,9 @@ class DatasetRecorder:
         if self._ds.has_pending_frames():
             self._ds.clear_episode_buffer()
         self._ds.finalize()
+        if self._since_flush:
+            write_commit(self.root)
+            self._since_flush = 0
 
     def __enter__(self) -> DatasetRecorder:
         return self
