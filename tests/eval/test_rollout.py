@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from standins import expert_factory
+from standins import broken_factory, expert_factory
 
 from envs.config import EnvConfig, make_env
 from vla.eval.rollout import evaluate_policy, make_train_eval_fn, obs_to_batch
@@ -81,3 +81,9 @@ def test_bad_arguments_are_refused():
         evaluate_policy(expert_factory, cfg, episodes=0)
     with pytest.raises(TypeError, match="checkpoint path"):
         evaluate_policy(42, cfg, episodes=1, progress=False)  # type: ignore[arg-type]
+
+
+def test_a_policy_that_fails_to_load_in_the_workers_raises_instead_of_hanging():
+    cfg = EnvConfig(task="pick_cube", cameras=[])
+    with pytest.raises(ValueError, match="cannot drive the env"):
+        evaluate_policy(broken_factory, cfg, episodes=2, workers=2, progress=False)

@@ -114,3 +114,8 @@ class NoisySamplerPolicy(ExpertPolicy):
 
     def predict_chunk(self, batch: dict[str, Any], n_samples: int = 1, **kw: Any) -> torch.Tensor:
         return _as_chunk(self.expert.act(), n_samples, self.noise, self.rng)
+
+
+def broken_factory(env: Any, device: str) -> Any:
+    """A policy source that fails to load, as a checkpoint for other cameras would."""
+    raise ValueError("this policy cannot drive the env (stand-in for a checkpoint/env mismatch)")

@@ -201,10 +201,17 @@ def _init_worker(source: PolicySource, env_cfg: EnvConfig, gate_cfg: GateConfig,
                  render: bool) -> None:
     os.environ.setdefault("MUJOCO_GL", "egl")
     torch.set_num_threads(threads)
-    _RUNNER["runner"] = EpisodeRunner(source, env_cfg, gate_cfg, device, render)
+    # A Pool replaces a worker whose initializer raised, forever, and the parent waits forever: keep the
+    # error and raise it from the first episode instead, so it reaches the caller.
+    try:
+        _RUNNER["runner"] = EpisodeRunner(source, env_cfg, gate_cfg, device, render)
+    except Exception as exc:  # any start-up error; re-raised in _worker_episode
+        _RUNNER["error"] = exc
 
 
 def _worker_episode(job: tuple[int, bool]) -> tuple[EpisodeLog, EpisodeVideo | None]:
+    if "error" in _RUNNER:
+        raise _RUNNER["error"]
     return _RUNNER["runner"].run(*job)
 
 
