@@ -58,6 +58,7 @@ class TrainConfig:
     eval_every: int = 0  # rollout success rate every N steps through the eval hook (0: never)
     eval_episodes: int = 10
     init_from: str | None = None  # checkpoint whose weights (and stats) start a fine-tune
+    ema_decay: float = 0.0  # checkpoints and evaluations use an average of the weights (0: the raw weights)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "save_every", "val_batches", "eval_episodes"):
@@ -71,6 +72,8 @@ class TrainConfig:
                              f"{self.lr}, {self.weight_decay}, {self.grad_clip}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"train.betas must be two numbers in [0, 1), got {list(self.betas)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"train.ema_decay must be in [0, 1) (0: off), got {self.ema_decay}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
 

@@ -50,6 +50,35 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(store, tmp_path):
     assert straight.scheduler.get_last_lr() == resumed.scheduler.get_last_lr()
 
 
+def test_weight_average_is_what_checkpoints_ship_and_resume_keeps_both(store, tmp_path):
+    from vla.train.checkpoint import last_checkpoint, load_weights
+
+    straight = _trainer(store, tmp_path / "a", train_config(ema_decay=0.5))
+    raw_before = {k: v.clone() for k, v in straight.policy.state_dict().items()}
+    straight.fit()
+    raw = straight.policy.state_dict()
+    # The average lags the raw weights, and the checkpoint holds the average, not the raw weights.
+    key = next(k for k in straight.ema.shadow if not torch.equal(raw[k], raw_before[k]))
+    assert not torch.equal(straight.ema.shadow[key], raw[key])
+    shipped = make_policy(store)
+    load_weights(shipped, last_checkpoint(tmp_path / "a"))
+    assert all(torch.equal(shipped.state_dict()[k], straight.ema.shadow[k]) for k in straight.ema.shadow)
+
+    def crash(policy, step):
+        raise RuntimeError("killed")
+
+    first_half = _trainer(store, tmp_path / "b", train_config(ema_decay=0.5, eval_every=2), eval_fn=crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        first_half.fit()  # stops right after checkpoint 2
+    resumed = _trainer(store, tmp_path / "b", train_config(ema_decay=0.5))
+    resumed.resume()
+    resumed.fit()
+    b = resumed.policy.state_dict()
+    assert all(torch.equal(raw[k], b[k]) for k in raw)
+    assert all(torch.equal(straight.ema.shadow[k], resumed.ema.shadow[k]) for k in straight.ema.shadow)
+    assert resumed.ema.updates == straight.ema.updates == 4
+
+
 def test_resume_without_a_checkpoint_says_what_to_pass(store, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"hydra\.run\.dir="):
         _trainer(store, tmp_path, train_config()).resume()

@@ -39,6 +39,7 @@ from vla.data.stats import Stats, compute_stats, relative_action_stats
 from vla.reporting import print_table
 from vla.train import checkpoint as ckpt_io
 from vla.train.checkpoint import get_rng_state, isolated_rng, set_rng_state
+from vla.train.ema import WeightEMA
 from vla.train.logger import NullLogger, RunLogger, build_logger
 from vla.train.optim import build_optimizer, build_scheduler
 from vla.types import FeatureSpec
@@ -162,6 +163,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
         self.step, self.batches_seen, self.metrics = 0, 0, {}
         self.last_saved: Path | None = None
+        self.ema = WeightEMA(self.policy, cfg.ema_decay) if cfg.ema_decay > 0 else None
         # Each rank draws its own dropout/augmentation noise; weights are the same (DDP broadcasts rank 0's).
         seed_everything(seed + self.info.rank)
 
@@ -175,6 +177,12 @@ class Trainer:
                 "to continue as hydra.run.dir=<outputs/train/DATE/TIME>, or drop resume=true")
         state = ckpt_io.load_train_state(found)
         ckpt_io.load_weights(self.policy, found)
+        if "raw_weights" in state:  # the checkpoint deploys averaged weights; training goes on from the raw ones
+            if self.ema is not None:
+                self.ema.load(self.policy.state_dict(), state["ema"])
+            self.policy.load_state_dict(state["raw_weights"])
+        elif self.ema is not None:
+            log.warning("%s holds no weight average; train.ema_decay starts one from its weights", found)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.batches_seen = int(state["step"]), int(state["sampler"]["batches_seen"])
@@ -207,12 +215,20 @@ class Trainer:
         if self.info.is_main:
             state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                      "step": self.step, "sampler": {"batches_seen": self.batches_seen}, "rng": rng}
-            path = ckpt_io.save_checkpoint(self.run_dir, self.step, self.policy, config_yaml=self.config_yaml,
-                                           stats=self.stats, train_state=state, keep_last=self.cfg.keep_last)
+            if self.ema is not None:
+                state["raw_weights"] = {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
+                state["ema"] = self.ema.state_dict()
+            with self._deployed_weights():
+                path = ckpt_io.save_checkpoint(self.run_dir, self.step, self.policy, config_yaml=self.config_yaml,
+                                               stats=self.stats, train_state=state, keep_last=self.cfg.keep_last)
             self.last_saved = path
         if self.info.enabled:
             torch_dist.barrier()
         return path
+
+    def _deployed_weights(self) -> contextlib.AbstractContextManager:
+        """The weights a checkpoint ships and evaluation measures: the average when there is one."""
+        return self.ema.applied(self.policy) if self.ema is not None else contextlib.nullcontext()
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -223,7 +239,7 @@ class Trainer:
         loader = make_loader(self.val_data, sampler)
         totals: dict[str, float] = {}
         self.policy.eval()
-        with isolated_rng():
+        with isolated_rng(), self._deployed_weights():
             for i, batch in zip(range(self.cfg.val_batches), loader, strict=False):
                 batch = _to_device(batch, self.device)
                 with self._autocast():
@@ -243,7 +259,8 @@ class Trainer:
         metrics: dict[str, float] = {}
         if self.info.is_main and self.eval_fn is not None:
             self.policy.eval()
-            with isolated_rng():  # rollouts must not shift the training noise, or resume would diverge
+            # Rollouts must not shift the training noise, or resume would diverge.
+            with isolated_rng(), self._deployed_weights():
                 metrics = {f"eval/{k}": float(v) for k, v in self.eval_fn(self.policy, self.step).items()}
             self.policy.train()
         if self.info.enabled:
@@ -279,6 +296,8 @@ class Trainer:
             lr = self.scheduler.get_last_lr()[0]  # the rate this update uses
             self.optimizer.step()
             self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update(self.policy)
             self.step += 1
             self.batches_seen += 1
             loss_value = loss.item()
