@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench gpu-wheels clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,15 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) scripts/bench_env.py
 	$(PY) scripts/bench_expert.py
+
+# Wheels of every dependency but torch and CUDA, for a GPU host without network (scripts/bench_gpu.py).
+gpu-wheels: $(STAMP)
+	mkdir -p dist/gpu-wheels
+	$(PY) -m pip freeze --exclude-editable | grep -viE '^(torch|torchvision|torchaudio|triton|nvidia-|cuda-)' \
+		> dist/gpu-wheels/requirements.txt
+	$(PY) -m pip wheel -q --no-deps -w dist/gpu-wheels -r dist/gpu-wheels/requirements.txt
+	@echo "copy dist/gpu-wheels to the host, then: pip install --no-deps --no-index --target SITE dist/gpu-wheels/*.whl"
+	@echo "and run: python scripts/bench_gpu.py --site SITE"
 
 clean:
 	rm -rf $(VENV) outputs data wandb

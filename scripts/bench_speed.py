@@ -18,6 +18,7 @@ Appends the tables, with this command and the machine, to docs/BENCHMARKS.md unl
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -58,6 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--control-hz", type=float, default=10.0)
     p.add_argument("--skip", nargs="*", default=[], choices=["train", "latency", "control"])
     p.add_argument("--no-write", action="store_true", help="print only; do not append to docs/BENCHMARKS.md")
+    p.add_argument("--json", type=Path, default=None, help="also write every table to this JSON file")
     a = p.parse_args(argv)
     if a.threads < 1:
         p.error(f"--threads must be >= 1, got {a.threads}")
@@ -160,6 +162,10 @@ def main(argv: list[str] | None = None) -> list[Section]:
     if not a.no_write:
         for title, header, rows, note in sections:
             append_section(title, command, header, rows, note=note)
+    if a.json is not None:
+        tables = [{"title": t, "header": h, "rows": [[str(c) for c in r] for r in rows], "note": n}
+                  for t, h, rows, n in sections]
+        a.json.write_text(json.dumps({"command": command, "sections": tables}, indent=2))
     return sections
 
 
