@@ -168,18 +168,20 @@ def test_recomputed_flow_chunk_equals_cached_chunk() -> None:
     torch.testing.assert_close(recomputed, cached)
 
 
+def stats_with_image_stats(scene) -> dict[str, dict[str, torch.Tensor]]:
+    """A copy of the scene's state/action stats plus the per-camera image stats LeRobot's policies expect."""
+    stats = {k: {n: v.clone() for n, v in group.items()} for k, group in scene.stats.items()}
+    for key in scene.spec.image_keys():
+        stats[key] = {"mean": torch.full((3, 1, 1), 0.5), "std": torch.full((3, 1, 1), 0.25),
+                      "min": torch.zeros(3, 1, 1), "max": torch.ones(3, 1, 1)}
+    return stats
+
+
 def test_act_adapter_unnormalises_into_our_action_units() -> None:
     scene = make_scene(EnvConfig(task="pick_cube", image_size=32), n_frames=1)
     spec = scene.spec
-    stats = {k: {n: v.clone() for n, v in group.items()} for k, group in scene.stats.items()}
+    stats = stats_with_image_stats(scene)
     stats["action"]["mean"][-1], stats["action"]["std"][-1] = 0.7, 1.0
-    for key in spec.image_keys():
-        stats[key] = {
-            "mean": torch.full((3, 1, 1), 0.5),
-            "std": torch.full((3, 1, 1), 0.25),
-            "min": torch.zeros(3, 1, 1),
-            "max": torch.ones(3, 1, 1),
-        }
     adapter = LeRobotPolicyAdapter(
         "act",
         spec,
@@ -211,14 +213,7 @@ def test_diffusion_adapter_acts_within_the_action_range_it_was_given() -> None:
     pytest.importorskip("diffusers", reason="LeRobot's Diffusion Policy needs lerobot[diffusion]")
     scene = make_scene(EnvConfig(task="pick_cube", image_size=32), n_frames=1)
     spec = scene.spec
-    stats = {k: {n: v.clone() for n, v in group.items()} for k, group in scene.stats.items()}
-    for key in spec.image_keys():
-        stats[key] = {
-            "mean": torch.full((3, 1, 1), 0.5),
-            "std": torch.full((3, 1, 1), 0.25),
-            "min": torch.zeros(3, 1, 1),
-            "max": torch.ones(3, 1, 1),
-        }
+    stats = stats_with_image_stats(scene)
     adapter = LeRobotPolicyAdapter(
         "diffusion",
         spec,

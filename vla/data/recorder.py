@@ -93,7 +93,8 @@ class DatasetRecorder:
         if (self.root / "meta" / "info.json").exists():
             recover(self.root)
             self._check_features(features)
-            write_commit(self.root)  # a dataset from elsewhere: what it holds now is the recovery point
+            if committed_episodes(self.root) is None:  # from elsewhere: what it holds now is the recovery point
+                write_commit(self.root)
             self._ds = LeRobotDataset.resume(repo_id, root=self.root)
         else:
             if self.root.exists() and any(self.root.iterdir()):

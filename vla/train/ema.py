@@ -23,17 +23,20 @@ class WeightEMA:
             raise ValueError(f"train.ema_decay must be in (0, 1) (0 turns the average off), got {decay}")
         self.decay = decay
         self.updates = 0
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+        # state_dict() tensors share storage with the live weights, which the optimizer and
+        # load_state_dict only ever update in place: bind them once instead of every step.
+        live = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+        self.shadow = {k: v.detach().clone() for k, v in live.items()}
+        self._live = list(live.values())
+        self._avg = list(self.shadow.values())
 
     def current_decay(self) -> float:
         return min(self.decay, (1 + self.updates) / (10 + self.updates))
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        d = self.current_decay()
-        state = model.state_dict()
-        for k, avg in self.shadow.items():
-            avg.lerp_(state[k].detach(), 1.0 - d)
+    def update(self) -> None:
+        """Fold the model's current weights into the average (call after each optimizer step)."""
+        torch._foreach_lerp_(self._avg, self._live, 1.0 - self.current_decay())
         self.updates += 1
 
     @contextlib.contextmanager

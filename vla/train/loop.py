@@ -297,7 +297,7 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             if self.ema is not None:
-                self.ema.update(self.policy)
+                self.ema.update()
             self.step += 1
             self.batches_seen += 1
             loss_value = loss.item()
