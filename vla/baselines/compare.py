@@ -166,6 +166,10 @@ def compare_on_task(
                 ci_high=m["success_ci_high"],
             )
         )
+        r = results[-1]
+        # One line per method, so a long --quiet run shows where it is and keeps what it measured.
+        log.info("%s / %s: %d/%d successes, %.1f train samples/s, latency %s ms", task, r.label, r.successes,
+                 r.episodes, r.fit.samples_per_s, r.latency.describe())
         del recipe, model
         gc.collect()
         if device.type == "cuda":
