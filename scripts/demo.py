@@ -1,6 +1,6 @@
 """The main job on the embedded default: record PickCube demos, train the tiny VLA, evaluate it.
 
-    python scripts/demo.py [--episodes 200] [--steps 7000] [--eval-episodes 50] [--out outputs/demo]
+    python scripts/demo.py [--episodes 200] [--steps 5000] [--eval-episodes 50] [--out outputs/demo]
 
 Each stage is the project's own Hydra entry point, run as a subprocess with explicit overrides, so
 the demo exercises exactly what users run. Stages resume: existing demos are extended, not
@@ -36,7 +36,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default="pick_cube")
     p.add_argument("--episodes", type=int, default=200, help="expert demos to record")
-    p.add_argument("--steps", type=int, default=7000, help="training steps (batch 32)")
+    p.add_argument("--steps", type=int, default=5000, help="training steps (batch 32)")
     p.add_argument("--eval-episodes", type=int, default=50)
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
