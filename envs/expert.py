@@ -131,9 +131,8 @@ class ScriptedExpert:
         self._phase = "descend"
         # The speed limit applies to the drop only: the horizontal offset (under DESCEND_XY_TOL) is commanded
         # away in full every tick, since the arm lags sideways as it lowers and a shared limit lets that grow.
-        drop = self.speed * 0.4 / self.env.control_hz
-        waypoint = np.array([cube[0], cube[1], max(grasp_z, ee[2] - drop)])
-        return self._move(waypoint, waypoint, yaw, gripper=0.0)
+        drop = self._step_length(slow=True)
+        return self._command(np.array([cube[0], cube[1], max(grasp_z, ee[2] - drop)]), yaw, gripper=0.0)
 
     def _at_place(self, cube: np.ndarray, place: np.ndarray) -> bool:
         return bool(np.linalg.norm(cube[:2] - place[:2]) < 2 * XY_TOL and cube[2] - place[2] < 0.006)
@@ -147,14 +146,22 @@ class ScriptedExpert:
         k = np.round((current - cube_yaw) / (np.pi / 2))
         return _wrap(cube_yaw + k * np.pi / 2) + env.robot.tool_yaw_offset
 
+    def _step_length(self, slow: bool = False) -> float:
+        """How far the hand may move in one control tick (slow: 40% of the expert's speed)."""
+        return self.speed * (0.4 if slow else 1.0) / self.env.control_hz
+
     def _move(
         self, ee: np.ndarray, target: np.ndarray, yaw: float | None, gripper: float, slow: bool = False
     ) -> np.ndarray:
-        env = self.env
-        step = (self.speed * (0.4 if slow else 1.0)) / env.control_hz
+        """Joint targets one speed-limited step from ``ee`` towards ``target``."""
+        step = self._step_length(slow)
         delta = target - ee
         dist = np.linalg.norm(delta)
-        waypoint = target if dist <= step else ee + delta * (step / dist)
+        return self._command(target if dist <= step else ee + delta * (step / dist), yaw, gripper)
+
+    def _command(self, waypoint: np.ndarray, yaw: float | None, gripper: float) -> np.ndarray:
+        """Joint targets putting the hand at ``waypoint``, pointing down at ``yaw`` (None: the current yaw)."""
+        env = self.env
         if yaw is None:
             rot = env.ee_rot()
             yaw = float(np.arctan2(rot[1, 0], rot[0, 0]))

@@ -149,24 +149,22 @@ def compare_on_task(
             model, env_cfg, s.episodes, s.seed_start, None, str(device), workers, progress=s.progress
         )
         m = evaluation.summary()
-        results.append(
-            MethodResult(
-                task=task,
-                method=name,
-                label=LABELS[name],
-                uses_language=recipe.uses_language,
-                recipe=recipe.describe(),
-                params=count_parameters(model),
-                fit=trained,
-                latency=latency,
-                successes=sum(e.success for e in evaluation.episodes),
-                episodes=len(evaluation.episodes),
-                success_rate=m["success_rate"],
-                ci_low=m["success_ci_low"],
-                ci_high=m["success_ci_high"],
-            )
+        r = MethodResult(
+            task=task,
+            method=name,
+            label=LABELS[name],
+            uses_language=recipe.uses_language,
+            recipe=recipe.describe(),
+            params=count_parameters(model),
+            fit=trained,
+            latency=latency,
+            successes=sum(e.success for e in evaluation.episodes),
+            episodes=len(evaluation.episodes),
+            success_rate=m["success_rate"],
+            ci_low=m["success_ci_low"],
+            ci_high=m["success_ci_high"],
         )
-        r = results[-1]
+        results.append(r)
         # One line per method, so a long --quiet run shows where it is and keeps what it measured.
         log.info("%s / %s: %d/%d successes, %.1f train samples/s, latency %s ms", task, r.label, r.successes,
                  r.episodes, r.fit.samples_per_s, r.latency.describe())
