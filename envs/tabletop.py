@@ -196,7 +196,7 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
             d.qpos[adr] = value
         d.ctrl[self._arm_act] = self.robot.home_qpos[: self.robot.n_arm]
         d.ctrl[self._grip_act] = self.robot.gripper_open_ctrl
-        ep = self.task.initialize_episode(self.np_random, self)
+        ep = self.task.sample_episode(self.np_random, self)
         for i, adr in enumerate(self._cube_qadr):
             yaw = ep.cube_yaw[i]
             d.qpos[adr : adr + 3] = [*ep.cube_xy[i], self.cube_half]

@@ -7,12 +7,17 @@ runs it. It reads the world through :class:`SceneView`, which the environment im
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, replace
+from typing import Literal, Protocol
 
 import numpy as np
 
-from envs.tasks.language import COLOURS, check_colours, check_split
+from envs.tasks.language import COLOURS, check_colours, check_split, instruction
+
+# What an instruction swap re-assigns: the same scene, with the instruction naming another object,
+# another target, or both. Success is judged against the new instruction, so a policy that ignores
+# the language is caught going for the object its camera habits suggest.
+INSTRUCTION_SWAPS = ("none", "object", "target", "both")
 
 
 class SceneView(Protocol):
@@ -40,6 +45,8 @@ class Episode:
     instruction: str
     object_index: int
     target_index: int | None  # pad index (pick_place) or cube index (stack)
+    # (object, target) the scene was drawn with, when an instruction swap renamed the roles
+    swapped_from: tuple[int, int | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -63,8 +70,9 @@ class Task(abc.ABC):
     n_cubes: int
     n_pads: int
     max_steps: int
+    target_kind: Literal["pad", "cube"] | None = None  # what ``Episode.target_index`` indexes
 
-    def __init__(self, colours: list[str] | None = None, split: str = "all") -> None:
+    def __init__(self, colours: list[str] | None = None, split: str = "all", instruction_swap: str = "none") -> None:
         self.colours = list(colours) if colours is not None else list(COLOURS)
         check_colours(self.colours, "colours")
         check_split(split)
@@ -73,9 +81,51 @@ class Task(abc.ABC):
             raise ValueError(
                 f"task {self.name} needs at least {max(self.n_cubes, self.n_pads)} colours, got {self.colours}"
             )
+        if instruction_swap not in INSTRUCTION_SWAPS:
+            raise ValueError(f"instruction_swap={instruction_swap!r} is not one of {INSTRUCTION_SWAPS}")
+        self.instruction_swap = instruction_swap
+        # Every task puts its roles in the first slots (object: cube 0; target: pad 0 or cube 1), so
+        # these stand for any episode when checking that the scene has something else to name.
+        first_target = {"pad": 0, "cube": 1}.get(self.target_kind or "")
+        if instruction_swap in ("target", "both") and self.target_kind is None:
+            raise ValueError(f"instruction_swap={instruction_swap!r}: {self.name} has no target to re-name; "
+                             "use instruction_swap=object")
+        if instruction_swap != "none" and not self._swap_candidates(0, first_target):
+            hint = "; set distractors >= 1" if self.name == "pick_cube" else ""
+            raise ValueError(f"instruction_swap={instruction_swap!r}: {self.name} with {self.n_cubes} cube(s) has "
+                             f"no other cube to name{hint}")
 
     @abc.abstractmethod
     def initialize_episode(self, rng: np.random.Generator, view: SceneView) -> Episode: ...
+
+    def sample_episode(self, rng: np.random.Generator, view: SceneView) -> Episode:
+        """``initialize_episode``, then the instruction swap if one is set.
+
+        The scene is drawn first and the swap only draws from ``rng`` afterwards, so a seed gives the
+        same scene with and without the swap: the two runs differ in the instruction alone.
+        """
+        episode = self.initialize_episode(rng, view)
+        if self.instruction_swap == "none":
+            return episode
+        candidates = self._swap_candidates(episode.object_index, episode.target_index)
+        obj, target = candidates[int(rng.integers(len(candidates)))]
+        target_colour = {"pad": episode.pad_colours, "cube": episode.cube_colours}.get(self.target_kind or "")
+        text = instruction(self.name, rng, episode.cube_colours[obj],
+                           None if target is None or target_colour is None else target_colour[target])
+        return replace(episode, object_index=obj, target_index=target, instruction=text,
+                       swapped_from=(episode.object_index, episode.target_index))
+
+    def _swap_candidates(self, obj: int, target: int | None) -> list[tuple[int, int | None]]:
+        """(object, target) index pairs the instruction swap may name instead of (``obj``, ``target``)."""
+        n_targets = {"pad": self.n_pads, "cube": self.n_cubes}.get(self.target_kind or "", 0)
+        targets: list[int | None] = list(range(n_targets)) if self.target_kind else [None]
+        new_object = self.instruction_swap in ("object", "both")
+        new_target = self.instruction_swap in ("target", "both")
+        return [
+            (o, t) for o in range(self.n_cubes) for t in targets
+            if (o != obj) == new_object and (t != target) == new_target
+            and not (self.target_kind == "cube" and o == t)
+        ]
 
     @abc.abstractmethod
     def is_success(self, view: SceneView, episode: Episode) -> bool: ...

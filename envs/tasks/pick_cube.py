@@ -18,11 +18,13 @@ class PickCube(Task):
     max_steps = 80
     lift_height = 0.05
 
-    def __init__(self, distractors: int = 0, colours: list[str] | None = None, split: str = "all") -> None:
+    def __init__(
+        self, distractors: int = 0, colours: list[str] | None = None, split: str = "all", instruction_swap: str = "none"
+    ) -> None:
         if distractors < 0:
             raise ValueError(f"distractors must be >= 0, got {distractors}")
         self.n_cubes = 1 + distractors
-        super().__init__(colours, split)
+        super().__init__(colours, split, instruction_swap)
 
     def initialize_episode(self, rng: np.random.Generator, view: SceneView) -> Episode:
         colours = [self.colours[i] for i in rng.permutation(len(self.colours))[: self.n_cubes]]

@@ -18,6 +18,7 @@ class PickPlace(Task):
     n_cubes = 3
     n_pads = 3
     max_steps = 150
+    target_kind = "pad"
 
     def initialize_episode(self, rng: np.random.Generator, view: SceneView) -> Episode:
         obj, target = sample_pair(rng, self.colours, self.split, distinct=False)

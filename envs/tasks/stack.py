@@ -18,6 +18,7 @@ class Stack(Task):
     n_cubes = 3
     n_pads = 0
     max_steps = 150
+    target_kind = "cube"
 
     def initialize_episode(self, rng: np.random.Generator, view: SceneView) -> Episode:
         top, bottom = sample_pair(rng, self.colours, self.split, distinct=True)

@@ -169,3 +169,49 @@ def test_distractors_present_and_instruction_names_the_object():
     assert len(set(ep.cube_colours)) == 3 and len(set(ep.pad_colours)) == 3
     assert ep.cube_colours[0] in ep.instruction and ep.pad_colours[0] in ep.instruction
     env.close()
+
+
+@pytest.mark.parametrize(("task", "swap"), [("pick_place", "object"), ("pick_place", "target"),
+                                            ("pick_place", "both"), ("stack", "both")])
+def test_instruction_swap_keeps_the_scene_and_renames_the_roles(task, swap):
+    plain = TabletopEnv(task=task, image_size=32)
+    swapped = TabletopEnv(task=task, image_size=32, task_kwargs={"instruction_swap": swap})
+    for seed in range(4):
+        obs_plain, _ = plain.reset(seed=seed)
+        obs_swapped, _ = swapped.reset(seed=seed)
+        for key in obs_plain:
+            if key != "task":
+                np.testing.assert_array_equal(obs_plain[key], obs_swapped[key], err_msg=key)
+        a, b = plain.episode, swapped.episode
+        assert (b.object_index != a.object_index) == (swap in ("object", "both"))
+        assert (b.target_index != a.target_index) == (swap in ("target", "both"))
+        targets = b.pad_colours if task == "pick_place" else b.cube_colours
+        assert b.cube_colours[b.object_index] in obs_swapped["task"]
+        assert targets[b.target_index] in obs_swapped["task"]
+        if task == "stack":
+            assert b.object_index != b.target_index
+    plain.close()
+    swapped.close()
+
+
+def test_expert_follows_the_swapped_instruction():
+    env = TabletopEnv(task="pick_place", cameras=(), task_kwargs={"instruction_swap": "both"})
+    env.reset(seed=7)
+    expert = ScriptedExpert(env)
+    for _ in range(env.max_steps):
+        _, _, terminated, truncated, info = env.step(expert.act())
+        if terminated or truncated:
+            break
+    assert info["is_success"] and env.episode.object_index != 0 and info["object"] == env.episode.cube_colours[
+        env.episode.object_index]
+    env.close()
+
+
+@pytest.mark.parametrize(("task", "kwargs", "match"), [
+    ("pick_cube", {"instruction_swap": "object"}, "distractors >= 1"),
+    ("pick_cube", {"instruction_swap": "target", "distractors": 2}, "no target"),
+    ("pick_place", {"instruction_swap": "colour"}, "not one of"),
+])
+def test_impossible_instruction_swaps_raise_clear_errors(task, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TabletopEnv(task=task, cameras=(), task_kwargs=kwargs)

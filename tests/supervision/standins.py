@@ -6,6 +6,7 @@ They follow the policy contract (``predict_chunk(batch, n_samples=...)`` -> (1, 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,24 @@ class ExpertPolicy:
 
 def expert_factory(env: TabletopEnv, device: str) -> ExpertPolicy:
     return ExpertPolicy(env)
+
+
+class LanguageBlindPolicy(ExpertPolicy):
+    """Ignores the instruction: drives the expert to the roles the scene was drawn with."""
+
+    def predict_chunk(self, batch: dict[str, Any], n_samples: int = 1, **kw: Any) -> torch.Tensor:
+        env, episode = self.env, self.env.episode
+        if episode is not None and episode.swapped_from is not None:
+            obj, target = episode.swapped_from
+            env.episode = replace(episode, object_index=obj, target_index=target)
+        try:
+            return _as_chunk(self.expert.act(), n_samples)
+        finally:
+            env.episode = episode
+
+
+def language_blind_factory(env: TabletopEnv, device: str) -> LanguageBlindPolicy:
+    return LanguageBlindPolicy(env)
 
 
 class DropOncePolicy(ExpertPolicy):

@@ -120,9 +120,12 @@ class EpisodeVideo:
 
 def run_episode(
     policy: PolicyLike, env: TabletopEnv, gate: SupervisionGate, seed: int, device: str = "cpu",
-    record_video: bool = False,
+    record_video: bool = False, on_step: Callable[[TabletopEnv], None] | None = None,
 ) -> tuple[EpisodeLog, EpisodeVideo | None]:
-    """One seeded episode under ``gate``; ends on success, time-out or a stop."""
+    """One seeded episode under ``gate``; ends on success, time-out or a stop.
+
+    ``on_step(env)`` runs after the reset and after every step, for probes that read the scene.
+    """
     start = time.perf_counter()
     obs, info = env.reset(seed=seed)
     policy.reset()
@@ -139,6 +142,8 @@ def run_episode(
         video.frames.append(env.render())
         video.overlays.append({"step": 0, "actor": "-", "risk": None, "decision": ""})
     success, steps = bool(info.get("is_success", False)), 0
+    if on_step is not None:
+        on_step(env)
     while not success and steps < env.max_steps:
         result = gate.tick(obs, propose)
         if result.actor == "stopped":
@@ -146,6 +151,8 @@ def run_episode(
         obs, _, terminated, truncated, info = env.step(result.action)
         steps += 1
         success = bool(info["is_success"])
+        if on_step is not None:
+            on_step(env)
         if video is not None:
             if result.decision is not None:
                 d = result.decision
