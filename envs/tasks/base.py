@@ -71,6 +71,7 @@ class Task(abc.ABC):
     n_pads: int
     max_steps: int
     target_kind: Literal["pad", "cube"] | None = None  # what ``Episode.target_index`` indexes
+    more_cubes_hint = ""  # how to put more cubes in the scene, for the instruction-swap errors
 
     def __init__(self, colours: list[str] | None = None, split: str = "all", instruction_swap: str = "none") -> None:
         self.colours = list(colours) if colours is not None else list(COLOURS)
@@ -83,17 +84,21 @@ class Task(abc.ABC):
             )
         if instruction_swap not in INSTRUCTION_SWAPS:
             raise ValueError(f"instruction_swap={instruction_swap!r} is not one of {INSTRUCTION_SWAPS}")
+        if instruction_swap != "none" and split != "all":
+            # The swapped (object, target) colours would ignore the split: a train-split scene could be
+            # renamed into a held-out pair and a held-out scene out of its pair.
+            raise ValueError(f"instruction_swap={instruction_swap!r} renames colours regardless of the split; "
+                             f"use split=all (got split={split!r})")
         self.instruction_swap = instruction_swap
-        # Every task puts its roles in the first slots (object: cube 0; target: pad 0 or cube 1), so
-        # these stand for any episode when checking that the scene has something else to name.
-        first_target = {"pad": 0, "cube": 1}.get(self.target_kind or "")
         if instruction_swap in ("target", "both") and self.target_kind is None:
             raise ValueError(f"instruction_swap={instruction_swap!r}: {self.name} has no target to re-name; "
-                             "use instruction_swap=object")
+                             f"use instruction_swap=object{self.more_cubes_hint}")
+        # Every task draws its roles into the first slots (object: cube 0; target: pad 0 or cube 1),
+        # so these stand for any episode when checking that the scene has something else to name.
+        first_target = {"pad": 0, "cube": 1}.get(self.target_kind or "")
         if instruction_swap != "none" and not self._swap_candidates(0, first_target):
-            hint = "; set distractors >= 1" if self.name == "pick_cube" else ""
             raise ValueError(f"instruction_swap={instruction_swap!r}: {self.name} with {self.n_cubes} cube(s) has "
-                             f"no other cube to name{hint}")
+                             f"no other cube to name{self.more_cubes_hint}")
 
     @abc.abstractmethod
     def initialize_episode(self, rng: np.random.Generator, view: SceneView) -> Episode: ...
@@ -109,16 +114,17 @@ class Task(abc.ABC):
             return episode
         candidates = self._swap_candidates(episode.object_index, episode.target_index)
         obj, target = candidates[int(rng.integers(len(candidates)))]
-        target_colour = {"pad": episode.pad_colours, "cube": episode.cube_colours}.get(self.target_kind or "")
-        text = instruction(self.name, rng, episode.cube_colours[obj],
-                           None if target is None or target_colour is None else target_colour[target])
+        target_colours = {"pad": episode.pad_colours, "cube": episode.cube_colours}.get(self.target_kind or "", [])
+        target_colour = None if target is None else target_colours[target]
+        text = instruction(self.name, rng, episode.cube_colours[obj], target_colour)
         return replace(episode, object_index=obj, target_index=target, instruction=text,
                        swapped_from=(episode.object_index, episode.target_index))
 
     def _swap_candidates(self, obj: int, target: int | None) -> list[tuple[int, int | None]]:
         """(object, target) index pairs the instruction swap may name instead of (``obj``, ``target``)."""
-        n_targets = {"pad": self.n_pads, "cube": self.n_cubes}.get(self.target_kind or "", 0)
-        targets: list[int | None] = list(range(n_targets)) if self.target_kind else [None]
+        targets: list[int | None] = [None]
+        if self.target_kind is not None:
+            targets = list(range(self.n_pads if self.target_kind == "pad" else self.n_cubes))
         new_object = self.instruction_swap in ("object", "both")
         new_target = self.instruction_swap in ("target", "both")
         return [

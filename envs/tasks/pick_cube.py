@@ -17,6 +17,7 @@ class PickCube(Task):
     n_pads = 0
     max_steps = 80
     lift_height = 0.05
+    more_cubes_hint = " (and task_kwargs distractors >= 1)"
 
     def __init__(
         self, distractors: int = 0, colours: list[str] | None = None, split: str = "all", instruction_swap: str = "none"

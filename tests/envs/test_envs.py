@@ -183,6 +183,7 @@ def test_instruction_swap_keeps_the_scene_and_renames_the_roles(task, swap):
             if key != "task":
                 np.testing.assert_array_equal(obs_plain[key], obs_swapped[key], err_msg=key)
         a, b = plain.episode, swapped.episode
+        assert a.swapped_from is None and b.swapped_from == (a.object_index, a.target_index)
         assert (b.object_index != a.object_index) == (swap in ("object", "both"))
         assert (b.target_index != a.target_index) == (swap in ("target", "both"))
         targets = b.pad_colours if task == "pick_place" else b.cube_colours
@@ -202,15 +203,33 @@ def test_expert_follows_the_swapped_instruction():
         _, _, terminated, truncated, info = env.step(expert.act())
         if terminated or truncated:
             break
-    assert info["is_success"] and env.episode.object_index != 0 and info["object"] == env.episode.cube_colours[
-        env.episode.object_index]
+    ep = env.episode
+    assert info["is_success"] and (ep.object_index, ep.target_index) != ep.swapped_from
     env.close()
+
+
+@pytest.mark.parametrize(("swap", "expected"), [
+    ("object", [(2, 1)]),  # neither the original top cube nor the bottom one
+    ("target", [(0, 2)]),
+    ("both", [(1, 0), (1, 2), (2, 0)]),  # never a cube on itself
+])
+def test_stack_swap_candidates(swap, expected):
+    from envs.tasks import Stack
+
+    assert Stack(instruction_swap=swap)._swap_candidates(0, 1) == expected
+
+
+def test_pick_cube_swap_names_any_other_cube():
+    from envs.tasks import PickCube
+
+    assert PickCube(distractors=2, instruction_swap="object")._swap_candidates(0, None) == [(1, None), (2, None)]
 
 
 @pytest.mark.parametrize(("task", "kwargs", "match"), [
     ("pick_cube", {"instruction_swap": "object"}, "distractors >= 1"),
     ("pick_cube", {"instruction_swap": "target", "distractors": 2}, "no target"),
     ("pick_place", {"instruction_swap": "colour"}, "not one of"),
+    ("pick_place", {"instruction_swap": "both", "split": "heldout"}, "use split=all"),
 ])
 def test_impossible_instruction_swaps_raise_clear_errors(task, kwargs, match):
     with pytest.raises(ValueError, match=match):

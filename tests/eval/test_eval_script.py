@@ -59,3 +59,26 @@ def test_eval_script_refuses_a_wrong_type(tmp_path):
            f"hydra.run.dir={tmp_path}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode != 0 and "episodes" in proc.stderr
+
+
+def test_bench_language_script_on_a_checkpoint(tmp_path):
+    ckpt = _checkpoint(tmp_path)
+    out = tmp_path / "language"
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench_language.py"), "--checkpoint", str(ckpt), "--image-size",
+           "16", "--episodes", "1", "--swaps", "none", "both", "--workers", "1", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, "MUJOCO_GL": "egl", "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads((out / "grounding.json").read_text())
+    assert [s["swap"] for s in data["summary"]] == ["none", "both"]
+    (plain, swapped) = data["episodes"]
+    assert plain["seed"] == swapped["seed"] == 100_000 and plain["original"] == swapped["original"]
+    assert swapped["named"] != swapped["original"] and plain["named"] == plain["original"]
+    assert "lifted originally named cube" in (out / "grounding.md").read_text()
+
+
+def test_bench_language_script_names_an_impossible_swap(tmp_path):
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench_language.py"), "--checkpoint", str(tmp_path),
+           "--task", "pick_cube", "--swaps", "object"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2 and "distractors >= 1" in proc.stderr
