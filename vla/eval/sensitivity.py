@@ -1,0 +1,63 @@
+"""Does the policy look at the scene? The spread of its plans across scenes against the demos' spread.
+
+Every episode starts from the same home pose, so at reset the proprioceptive state is identical and only
+the cameras and the instruction tell one scene from another. Where the demos go depends on the scene (the
+named cube's place and yaw), so the action they take ``k`` steps into an episode spreads across episodes.
+A policy that reads the scene plans, at reset, an action ``k`` steps ahead that spreads about as much; one
+that has only learned the demos' shared motion plans nearly the same action for every scene. The ratio of
+the two spreads per action dimension measures that, before any closed-loop effect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from envs.config import EnvConfig, make_env
+from vla.data.dataset import FrameStore
+from vla.eval.rollout import PolicySource, build_policy, obs_to_batch
+
+
+def planned_spread(
+    policy: PolicySource, env_cfg: EnvConfig, seeds: Sequence[int], step: int | None = None, device: str = "cpu"
+) -> np.ndarray:
+    """Standard deviation across the scenes of ``seeds`` of the action planned ``step`` steps ahead at reset.
+
+    ``step`` defaults to the chunk's last action. Returns one value per action dimension.
+    """
+    if len(seeds) < 2:
+        raise ValueError(f"need at least 2 scenes to measure a spread, got {len(seeds)}")
+    env = make_env(env_cfg)
+    try:
+        model = build_policy(policy, env, device)
+        planned = []
+        for seed in seeds:
+            obs, _ = env.reset(seed=seed)
+            model.reset()
+            with torch.no_grad():
+                chunk = torch.as_tensor(model.predict_chunk(obs_to_batch(obs, device)))[0].float().cpu().numpy()
+            k = chunk.shape[0] - 1 if step is None else step
+            if not 0 <= k < chunk.shape[0]:
+                raise ValueError(f"step={step} is outside the policy's chunk of {chunk.shape[0]} actions")
+            planned.append(chunk[k])
+    finally:
+        env.close()
+    return np.std(np.stack(planned), axis=0)
+
+
+def demo_spread(store: FrameStore, step: int) -> np.ndarray:
+    """Standard deviation across the demo episodes of the action recorded ``step`` frames after the start.
+
+    Episodes shorter than ``step + 1`` frames contribute their last action (they have stopped by then).
+    """
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    ends = store.episode_end
+    first = torch.nonzero(torch.cat([torch.tensor([True]), store.episode_index[1:] != store.episode_index[:-1]]))
+    first = first.flatten()
+    if first.numel() < 2:
+        raise ValueError(f"need at least 2 demo episodes to measure a spread, got {first.numel()}")
+    frames = torch.minimum(first + step, ends[first] - 1)
+    return store.action[frames].double().std(dim=0, unbiased=False).numpy()
