@@ -23,7 +23,15 @@ from envs.tabletop import TabletopEnv
 from envs.tasks import make_task
 from envs.tasks.base import INSTRUCTION_SWAPS
 from vla.eval.metrics import Rate, rate
-from vla.eval.rollout import EpisodeRunner, PolicySource, resolve_device, run_episode
+from vla.eval.rollout import (
+    EpisodeRunner,
+    PolicySource,
+    check_policy_for_workers,
+    prepare_worker_process,
+    resolve_device,
+    run_episode,
+    threads_per_worker,
+)
 from vla.supervision.config import gate_config
 
 LIFT_MIN = 0.02  # m above its resting height: the cube counts as lifted (a nudge does not)
@@ -126,8 +134,9 @@ _WORKER: dict[str, SwapRunners] = {}
 
 
 def _init_worker(source: PolicySource, env_cfg: EnvConfig, device: str, threads: int) -> None:
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    torch.set_num_threads(threads)
+    # Only records what to build: the runners are built by the first job, so a start-up error reaches
+    # the caller instead of making the pool restart this worker forever.
+    prepare_worker_process(threads)
     _WORKER["runners"] = SwapRunners(source, env_cfg, device)
 
 
@@ -154,9 +163,7 @@ def probe_grounding(
     for swap in swaps:  # an impossible swap for this task fails here, before any episode runs
         make_task(env_cfg.task, **{**env_cfg.task_kwargs, "instruction_swap": swap})
     device = resolve_device(device)
-    if workers > 1 and isinstance(policy, torch.nn.Module) and any(p.is_cuda for p in policy.parameters()):
-        raise ValueError("a CUDA policy object cannot be sent to worker processes; pass its checkpoint path "
-                         "or use workers=1")
+    check_policy_for_workers(policy, workers)
     jobs = [(swap, seed_start + i) for swap in swaps for i in range(episodes)]
     workers = min(workers, len(jobs))
     out: list[GroundingEpisode] = []
@@ -170,9 +177,8 @@ def probe_grounding(
             finally:
                 runners.close()
         else:
-            threads = max(1, (os.cpu_count() or 1) // workers)
             with mp.get_context("spawn").Pool(workers, initializer=_init_worker,
-                                              initargs=(policy, env_cfg, device, threads)) as pool:
+                                              initargs=(policy, env_cfg, device, threads_per_worker(workers))) as pool:
                 for episode in pool.imap_unordered(_worker_episode, jobs, chunksize=5):
                     out.append(episode)
                     bar.update(1)

@@ -204,10 +204,26 @@ class EpisodeRunner:
 _RUNNER: dict[str, EpisodeRunner] = {}
 
 
-def _init_worker(source: PolicySource, env_cfg: EnvConfig, gate_cfg: GateConfig, device: str, threads: int,
-                 render: bool) -> None:
+def check_policy_for_workers(policy: PolicySource, workers: int) -> None:
+    """A policy object on a GPU cannot be pickled to worker processes; say what to pass instead."""
+    if workers > 1 and isinstance(policy, torch.nn.Module) and any(p.is_cuda for p in policy.parameters()):
+        raise ValueError("a CUDA policy object cannot be sent to worker processes; pass its checkpoint path "
+                         "(each worker loads it on the device) or use workers=1")
+
+
+def threads_per_worker(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def prepare_worker_process(threads: int) -> None:
+    """Start-up of a rollout worker process: headless rendering and its share of the CPU threads."""
     os.environ.setdefault("MUJOCO_GL", "egl")
     torch.set_num_threads(threads)
+
+
+def _init_worker(source: PolicySource, env_cfg: EnvConfig, gate_cfg: GateConfig, device: str, threads: int,
+                 render: bool) -> None:
+    prepare_worker_process(threads)
     # A Pool replaces a worker whose initializer raised, forever, and the parent waits forever: keep the
     # error and raise it from the first episode instead, so it reaches the caller.
     try:
@@ -280,9 +296,7 @@ def evaluate_policy(
     workers = min(workers, episodes)
     if gcfg.operator.kind == "terminal" and workers > 1:
         raise ValueError("gate.operator.kind=terminal needs workers=1: one person answers at one keyboard")
-    if workers > 1 and isinstance(policy, torch.nn.Module) and any(p.is_cuda for p in policy.parameters()):
-        raise ValueError("a CUDA policy object cannot be sent to worker processes; pass its checkpoint path "
-                         "(each worker loads it on the device) or use workers=1")
+    check_policy_for_workers(policy, workers)
     jobs = [(seed_start + i, i < video_episodes) for i in range(episodes)]
     render = video_episodes > 0
     logs: list[EpisodeLog] = []
@@ -307,7 +321,7 @@ def evaluate_policy(
             finally:
                 runner.close()
         else:
-            threads = max(1, (os.cpu_count() or 1) // workers)
+            threads = threads_per_worker(workers)
             ctx = mp.get_context("spawn")
             with ctx.Pool(workers, initializer=_init_worker,
                           initargs=(policy, env_cfg, gcfg, device, threads, render)) as pool:
