@@ -67,6 +67,9 @@ class BackboneConfig:
     fusion: str = "early"
     cross_every: int = 2
     token_order: str = "image_first"
+    # FiLM: the instruction scales and shifts the vision encoder's channels (vla/backbones/film.py), so the
+    # encoder can single out the named object among look-alikes instead of leaving the binding to the LM.
+    vision_film: bool = False
     dropout: float = 0.0
     # pretrained backbone (hf)
     path: str = ""
@@ -136,6 +139,11 @@ class BackboneConfig:
             raise ValueError(
                 "kind='hf' needs path: set model.path to a local folder holding a pretrained "
                 "Idefics3 / SmolVLM (config.json, weights, processor files)"
+            )
+        if self.vision_film:
+            raise ValueError(
+                "vision_film=true is only available for kind='scratch' (a pretrained vision tower has no "
+                "FiLM layers); set model.vision_film=false"
             )
         if self.fusion != "early":
             raise ValueError(

@@ -25,6 +25,7 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
         (dict(fusion="cross", cross_every=9, n_layers=4), "cross_every"),
         (dict(kind="hf"), "path"),
         (dict(kind="hf", path="/x", fusion="cross"), "fusion"),
+        (dict(kind="hf", path="/x", vision_film=True), "vision_film"),
         (dict(aug_brightness=1.5), "aug_brightness"),
         (dict(dropout=1.0), "dropout"),
         (dict(kind="clip"), "kind"),

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from vla.backbones import BackboneOutput
+from vla.backbones.film import FiLMGenerator, InstructionEncoder
 from vla.backbones.layers import Block, RMSNorm, Rotary, causal_mask
 from vla.backbones.vision import Projector, VisionEncoder
 from vla.model_config import BackboneConfig
@@ -55,25 +56,42 @@ class ScratchVLM(nn.Module):
                     cfg.d_model, cfg.n_heads, self_attn=False, cross_attn=True, **block_kw
                 )
         self.norm = RMSNorm(cfg.d_model)
+        self.instruction_encoder: InstructionEncoder | None = None
+        self.film: FiLMGenerator | None = None
+        if cfg.vision_film:
+            self.instruction_encoder = InstructionEncoder(cfg.d_model, cfg.n_heads, cfg.mlp, cfg.mlp_ratio)
+            self.film = FiLMGenerator(cfg.d_model, self.vision.film_channels)
         self.apply(_init_weights)
+        if self.film is not None:
+            self.film.start_as_identity()  # _init_weights drew them at random
 
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, N, 3, H, W) -> (B, N * P, d_model) projected visual tokens with camera embeddings."""
+    def encode_images(
+        self, images: torch.Tensor, film: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    ) -> torch.Tensor:
+        """(B, N, 3, H, W) -> (B, N * P, d_model) projected visual tokens with camera embeddings.
+
+        ``film`` holds per-sample (B, C) modulations; every camera of a sample gets its sample's.
+        """
         b, n = images.shape[:2]
         if n != self.n_cameras:
             raise ValueError(f"got {n} camera images, the backbone was built for {self.n_cameras}")
-        tokens = self.projector(self.vision(images.flatten(0, 1)))  # (B*N, P, d)
+        if film is not None:
+            film = [(scale.repeat_interleave(n, 0), shift.repeat_interleave(n, 0)) for scale, shift in film]
+        tokens = self.projector(self.vision(images.flatten(0, 1), film))  # (B*N, P, d)
         tokens = tokens.view(b, n, -1, self.d_model) + self.camera_embed[None, :, None, :]
         return tokens.flatten(1, 2)
 
     def forward(self, images: torch.Tensor, tasks: list[str], state: torch.Tensor) -> BackboneOutput:
         device = images.device
-        visual = self.encode_images(images)
         ids, text_valid = self.tokenizer.encode_batch(tasks, self.cfg.max_text_len)
         if ids.shape[0] != images.shape[0]:
             raise ValueError(f"batch['task'] has {ids.shape[0]} instructions for a batch of {images.shape[0]}")
         ids, text_valid = ids.to(device), text_valid.to(device)
         text = self.token_embed(ids)
+        film = None
+        if self.film is not None and self.instruction_encoder is not None:
+            film = self.film(self.instruction_encoder(text, text_valid))
+        visual = self.encode_images(images, film)
         state_tok = self.state_proj(state)[:, None]
         if self.cfg.fusion == "cross":
             parts = [(text, text_valid), (state_tok, _all_valid(state_tok))]

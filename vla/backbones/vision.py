@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vla.backbones.film import apply_film
 from vla.backbones.layers import Block
 from vla.model_config import BackboneConfig
 
@@ -52,9 +53,26 @@ class VisionEncoder(nn.Module):
             for _ in range(cfg.vision_layers)
         )
         self.norm = nn.LayerNorm(cfg.d_vision)
+        # Widths FiLM modulates when the instruction conditions the encoder: each stem stage after its
+        # GroupNorm, then the patch tokens.
+        self.film_channels = [*cfg.stem_channels, cfg.d_vision]
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.stem((images - _PIXEL_MEAN) / _PIXEL_STD).flatten(2).transpose(1, 2)
+    def forward(
+        self, images: torch.Tensor, film: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    ) -> torch.Tensor:
+        """``film``: one (scale, shift) pair of shape (B, C) per entry of ``film_channels``, or None."""
+        if film is not None and len(film) != len(self.film_channels):
+            raise ValueError(f"got {len(film)} FiLM pairs, the encoder modulates {len(self.film_channels)} layers")
+        x = (images - _PIXEL_MEAN) / _PIXEL_STD
+        stage = 0
+        for layer in self.stem:
+            x = layer(x)
+            if film is not None and isinstance(layer, nn.GroupNorm):
+                x = apply_film(x, *film[stage])
+                stage += 1
+        x = x.flatten(2).transpose(1, 2)
+        if film is not None:
+            x = apply_film(x, *film[stage])
         x = x + self.pos
         for block in self.blocks:
             x = block(x)
