@@ -173,6 +173,9 @@ class HeadConfig:
     n_heads: int = 4
     dropout: float = 0.0
     gripper_loss_weight: float = 1.0  # weight of the BCE gripper term next to the L1 term (l1 head)
+    # > 0: an auxiliary head predicts the arm's state at the episode's grasp and release (vla/heads/goal.py),
+    # a training-only loss that pushes the backbone to find the named object; 0 builds no such head.
+    goal_loss_weight: float = 0.0
     # Predict joint targets minus the current joint positions (vla/processing/relative.py). Needs the
     # feature names (dataset or env specs carry them); the Hydra head presets turn it on.
     relative_actions: bool = False
@@ -201,6 +204,10 @@ class HeadConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.gripper_loss_weight < 0:
             raise ValueError(f"gripper_loss_weight must be >= 0, got {self.gripper_loss_weight}")
+        if self.goal_loss_weight < 0:
+            raise ValueError(
+                f"goal_loss_weight must be >= 0 (0 disables the keyframe-goal head), got {self.goal_loss_weight}"
+            )
         if self.kind == "l1" and self.n_samples != 1:
             raise ValueError(
                 "n_samples > 1 needs a stochastic head; the l1 head is deterministic, "

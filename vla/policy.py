@@ -17,10 +17,11 @@ from torch import nn
 
 from vla.backbones import BackboneOutput, build_backbone
 from vla.heads import build_head
+from vla.heads.goal import KeyframeGoalHead
 from vla.model_config import PolicyConfig
 from vla.processing import ImageAugment, Normalizer
 from vla.processing.relative import relative_pairs, to_absolute, to_relative
-from vla.types import ACTION_KEY, STATE_KEY, TASK_KEY, FeatureSpec
+from vla.types import ACTION_KEY, GOAL_KEY, STATE_KEY, TASK_KEY, FeatureSpec
 
 METADATA_VERSION = 1
 
@@ -39,6 +40,9 @@ class VLAPolicy(nn.Module):
         self.normalizer = Normalizer(spec, stats)
         self.backbone = build_backbone(cfg.backbone, spec, self.vocab)
         self.head = build_head(cfg.head, spec, self.backbone.d_model)
+        self.goal_head: KeyframeGoalHead | None = None
+        if cfg.head.goal_loss_weight > 0:
+            self.goal_head = KeyframeGoalHead(self.backbone.d_model, cfg.head.n_heads, spec.state_dim)
         b = cfg.backbone
         self.augment = ImageAugment(b.aug_shift_pad, b.aug_brightness, b.aug_contrast)
         self.relative_pairs = relative_pairs(spec) if cfg.head.relative_actions else None
@@ -115,7 +119,23 @@ class VLAPolicy(nn.Module):
         prefix = self.encode(batch)
         if self.relative_pairs is not None:
             actions = to_relative(actions, self._state(batch), self.relative_pairs)
-        return self.head.loss(prefix, self.normalizer.normalize(ACTION_KEY, actions), is_pad)
+        loss, terms = self.head.loss(prefix, self.normalizer.normalize(ACTION_KEY, actions), is_pad)
+        if self.goal_head is not None:
+            goal_l1 = self._goal_loss(prefix, batch)
+            loss = loss + self.cfg.head.goal_loss_weight * goal_l1
+            terms = {**terms, "goal_l1": goal_l1.item(), "loss": loss.item()}
+        return loss, terms
+
+    def _goal_loss(self, prefix: BackboneOutput, batch: dict[str, Any]) -> torch.Tensor:
+        assert self.goal_head is not None
+        if GOAL_KEY not in batch or "goal_is_pad" not in batch:
+            raise ValueError(
+                f"head.goal_loss_weight > 0 needs batch[{GOAL_KEY!r}] and batch['goal_is_pad'] (the keyframe "
+                "states): build the data with ChunkDataset(..., keyframe_goals=True), or set head.goal_loss_weight=0"
+            )
+        goal = torch.as_tensor(batch[GOAL_KEY], device=self.device, dtype=torch.float32)
+        is_pad = torch.as_tensor(batch["goal_is_pad"], device=self.device).bool()
+        return self.goal_head.loss(prefix, self.normalizer.normalize(STATE_KEY, goal), is_pad)
 
     # --------------------------------------------------------------- inference
     @torch.no_grad()

@@ -14,6 +14,8 @@ IMAGE_PREFIX = "observation.images."
 STATE_KEY = "observation.state"
 ACTION_KEY = "action"
 TASK_KEY = "task"
+# Training-only target: the state at the episode's grasp and release keyframes (vla/data/keyframes.py).
+GOAL_KEY = "goal_state"
 
 
 @dataclass(frozen=True)

@@ -88,3 +88,11 @@ def test_bad_values_fail_at_start_with_the_fix():
         to_app_config(_compose(["data.root=x", "logger.kind=tensorboard"]))
     with pytest.raises(ValueError, match=r"data\.val_fraction"):
         to_app_config(_compose(["data.root=x", "data.val_fraction=1.5"]))
+
+
+def test_keyframe_goal_loss_trains_from_the_dataset(demo_root, tmp_path):
+    cfg = _compose([f"data.root={demo_root}", "train=debug", "logger=none", "head.goal_loss_weight=1.0",
+                    "data.val_fraction=0.3", *SMALL])
+    result = run_training(to_app_config(cfg), tmp_path / "run", OmegaConf.to_yaml(cfg, resolve=True))
+    assert result.steps == 2 and result.metrics["val/goal_l1"] > 0
+    assert load_policy(result.checkpoint).goal_head is not None

@@ -21,7 +21,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.io import ImageReadMode, decode_image
 
-from vla.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, TASK_KEY, FeatureSpec
+from vla.data.keyframes import gripper_keyframes
+from vla.types import ACTION_KEY, GOAL_KEY, IMAGE_PREFIX, STATE_KEY, TASK_KEY, FeatureSpec
 
 
 @dataclass
@@ -194,7 +195,9 @@ class ChunkDataset(Dataset):
     """
 
     def __init__(self, store: FrameStore, chunk_size: int, episodes: Sequence[int] | None = None,
-                 uint8_images: bool = False) -> None:
+                 uint8_images: bool = False, keyframe_goals: bool = False) -> None:
+        """``keyframe_goals`` adds ``goal_state`` (B, 2, S), the state at the episode's grasp and release
+        (vla/data/keyframes.py), and ``goal_is_pad`` (B, 2), True where the episode has no such keyframe."""
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         self.store, self.chunk_size, self.uint8_images = store, chunk_size, uint8_images
@@ -202,6 +205,12 @@ class ChunkDataset(Dataset):
         if self.frames.numel() == 0:
             raise ValueError(f"no frames for episodes {list(episodes or [])}; "
                              f"the dataset has episodes {store.episode_ids}")
+        self.keyframes: tuple[torch.Tensor, torch.Tensor] | None = None
+        if keyframe_goals:
+            if not store.spec.gripper_dims:
+                raise ValueError("keyframe goals are found from the gripper command, and this dataset's "
+                                 "actions have no gripper dim; set head.goal_loss_weight=0")
+            self.keyframes = gripper_keyframes(store.action, store.episode_end, store.spec.gripper_dims[0])
 
     def __len__(self) -> int:
         return int(self.frames.numel())
@@ -223,6 +232,10 @@ class ChunkDataset(Dataset):
         batch[ACTION_KEY] = s.action[torch.minimum(steps, last)]
         batch["action_is_pad"] = steps > last
         batch[TASK_KEY] = [s.tasks[t] for t in s.task_index[frames].tolist()]
+        if self.keyframes is not None:
+            key_frames, key_valid = self.keyframes
+            batch[GOAL_KEY] = s.state[key_frames[frames]]
+            batch["goal_is_pad"] = ~key_valid[frames]
         return batch
 
 
