@@ -23,9 +23,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from envs.config import EnvConfig
 from envs.tasks import TASKS
 from vla.data.dataset import load_frames
-from vla.eval.sensitivity import demo_spread, planned_spread
+from vla.eval.sensitivity import demo_spread, keyframe_goal_error, planned_spread
 from vla.reporting import print_grid
-from vla.train.checkpoint import read_metadata
+from vla.train.checkpoint import load_policy, read_metadata
 
 
 def main() -> None:
@@ -47,11 +47,19 @@ def main() -> None:
     seeds = range(a.seed_start, a.seed_start + a.scenes)
     env_cfg = EnvConfig(task=a.task, image_size=a.image_size)
     policy = planned_spread(a.checkpoint, env_cfg, seeds, step=horizon - 1)
-    demos = demo_spread(load_frames(a.data_root, a.repo_id), step=horizon - 1)
+    store = load_frames(a.data_root, a.repo_id)
+    demos = demo_spread(store, step=horizon - 1)
     rows = [[name, f"{pol:.3f}", f"{dem:.3f}", f"{pol / dem:.2f}" if dem > 1e-3 else "n/a (demos do not vary)"]
             for name, pol, dem in zip(names, policy, demos, strict=True)]
     print_grid(f"Spread across {a.scenes} scenes of the action {horizon - 1} steps after reset: {a.checkpoint}",
                ["action", "policy plan (std)", "demos (std)", "policy / demos"], rows)
+    if meta["cfg"]["head"].get("goal_loss_weight", 0.0) > 0:
+        error, blind = keyframe_goal_error(load_policy(a.checkpoint, spec=store.spec), store)
+        state_names = meta["spec"]["state_names"] or [f"state {i}" for i in range(meta["spec"]["state_dim"])]
+        rows = [[name, *(f"{v:.2f}" for v in (error[0, i], blind[0, i], error[1, i], blind[1, i]))]
+                for i, name in enumerate(state_names)]
+        print_grid(f"Keyframe-goal error at the first frame of {len(store.episode_ids)} demos (normalised state units)",
+                   ["joint", "grasp: policy", "grasp: scene-blind", "release: policy", "release: scene-blind"], rows)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@ named cube's place and yaw), so the action they take ``k`` steps into an episode
 A policy that reads the scene plans, at reset, an action ``k`` steps ahead that spreads about as much; one
 that has only learned the demos' shared motion plans nearly the same action for every scene. The ratio of
 the two spreads per action dimension measures that, before any closed-loop effect.
+
+For a policy trained with the keyframe-goal loss (vla/heads/goal.py), ``keyframe_goal_error`` asks the
+same question of its goal head: at each demo's first frame, how far its predicted grasp and release poses
+are from the recorded ones, beside the error of a scene-blind guess (the median over the demos).
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ import numpy as np
 import torch
 
 from envs.config import EnvConfig, make_env
-from vla.data.dataset import FrameStore
+from vla.data.dataset import ChunkDataset, FrameStore
 from vla.eval.rollout import PolicySource, build_policy, obs_to_batch
+from vla.policy import VLAPolicy
+from vla.types import GOAL_KEY, STATE_KEY
 
 
 def planned_spread(
@@ -61,3 +67,44 @@ def demo_spread(store: FrameStore, step: int) -> np.ndarray:
         raise ValueError(f"need at least 2 demo episodes to measure a spread, got {first.numel()}")
     frames = torch.minimum(first + step, ends[first] - 1)
     return store.action[frames].double().std(dim=0, unbiased=False).numpy()
+
+
+def _first_frames(store: FrameStore) -> torch.Tensor:
+    starts = torch.cat([torch.tensor([True]), store.episode_index[1:] != store.episode_index[:-1]])
+    return torch.nonzero(starts).flatten()
+
+
+@torch.no_grad()
+def keyframe_goal_error(policy: VLAPolicy, store: FrameStore, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Mean absolute error, in normalised state units, of the goal head at each episode's first frame.
+
+    Returns (policy error, scene-blind error), each (2, state_dim) for (grasp, release); a keyframe an
+    episode lacks is left out, and a keyframe no episode has is NaN. The scene-blind guess is the median
+    keyframe state over the episodes, the best constant under this error.
+    """
+    if policy.goal_head is None:
+        raise ValueError("the policy has no keyframe-goal head; it was trained with head.goal_loss_weight=0")
+    data = ChunkDataset(store, policy.cfg.head.chunk_size, keyframe_goals=True)
+    first = _first_frames(store)
+    # Episode starts are frame indices of the store; the dataset covers every frame in store order.
+    policy.eval()
+    preds, targets, pads = [], [], []
+    for chunk in first.split(batch_size):
+        batch = data.__getitems__(chunk.tolist())
+        batch = {k: v.to(policy.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        preds.append(policy.goal_head(policy.encode(batch)).cpu())
+        targets.append(policy.normalizer.normalize(STATE_KEY, batch[GOAL_KEY]).cpu())
+        pads.append(batch["goal_is_pad"].cpu())
+    pred, target, valid = torch.cat(preds), torch.cat(targets), ~torch.cat(pads)
+    errors, blind = [], []
+    for k in range(target.shape[1]):
+        rows = valid[:, k]
+        if not rows.any():
+            nan = torch.full((target.shape[-1],), float("nan"))
+            errors.append(nan)
+            blind.append(nan)
+            continue
+        t = target[rows, k]
+        errors.append((pred[rows, k] - t).abs().mean(0))
+        blind.append((t - t.median(0).values).abs().mean(0))
+    return torch.stack(errors).double().numpy(), torch.stack(blind).double().numpy()
