@@ -53,6 +53,12 @@ class FrameStore:
     def episode_ids(self) -> list[int]:
         return torch.unique_consecutive(self.episode_index).tolist()
 
+    @property
+    def episode_starts(self) -> torch.Tensor:
+        """Frame index of the first frame of every episode, in store order."""
+        _, counts = torch.unique_consecutive(self.episode_index, return_counts=True)
+        return torch.cumsum(counts, 0) - counts
+
     def frames_of(self, episodes: Sequence[int]) -> torch.Tensor:
         return torch.nonzero(torch.isin(self.episode_index, torch.as_tensor(list(episodes)))).flatten()
 

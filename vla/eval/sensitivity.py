@@ -60,18 +60,11 @@ def demo_spread(store: FrameStore, step: int) -> np.ndarray:
     """
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}")
-    ends = store.episode_end
-    first = torch.nonzero(torch.cat([torch.tensor([True]), store.episode_index[1:] != store.episode_index[:-1]]))
-    first = first.flatten()
+    first = store.episode_starts
     if first.numel() < 2:
         raise ValueError(f"need at least 2 demo episodes to measure a spread, got {first.numel()}")
-    frames = torch.minimum(first + step, ends[first] - 1)
+    frames = torch.minimum(first + step, store.episode_end[first] - 1)
     return store.action[frames].double().std(dim=0, unbiased=False).numpy()
-
-
-def _first_frames(store: FrameStore) -> torch.Tensor:
-    starts = torch.cat([torch.tensor([True]), store.episode_index[1:] != store.episode_index[:-1]])
-    return torch.nonzero(starts).flatten()
 
 
 @torch.no_grad()
@@ -85,8 +78,7 @@ def keyframe_goal_error(policy: VLAPolicy, store: FrameStore, batch_size: int = 
     if policy.goal_head is None:
         raise ValueError("the policy has no keyframe-goal head; it was trained with head.goal_loss_weight=0")
     data = ChunkDataset(store, policy.cfg.head.chunk_size, keyframe_goals=True)
-    first = _first_frames(store)
-    # Episode starts are frame indices of the store; the dataset covers every frame in store order.
+    first = store.episode_starts  # store frame indices; the dataset covers every frame in store order
     policy.eval()
     preds, targets, pads = [], [], []
     for chunk in first.split(batch_size):
