@@ -55,8 +55,16 @@ class CreepPolicy:
 
 def test_run_control_in_the_simulator_under_the_gate():
     cfg = ControlAppConfig(checkpoint="unused", env=EnvConfig(task="pick_cube", image_size=16),
-                           control=ControlConfig(hz=20.0, max_steps=12, execute_steps=3), episodes=2)
-    reports = run_control(cfg, policy=CreepPolicy(), progress=False)
+                           control=ControlConfig(hz=20.0, max_steps=12, execute_steps=3), episodes=2,
+                           torch_threads=1)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        reports = run_control(cfg, policy=CreepPolicy(), progress=False)
+        # Inference ran on one thread; a fine-tune that follows in this process gets its threads back.
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads_before)
     assert [r.steps for r in reports] == [12, 12] and all(r.stop_reason == "max_steps" for r in reports)
     assert all(r.actors["policy"] >= 10 for r in reports)
     table = control_table(cfg, reports)

@@ -218,8 +218,12 @@ def estop_on_sigint(loop: ControlLoop) -> Iterator[None]:
 
 def run_control(cfg: ControlAppConfig, policy: Any | None = None, progress: bool = True) -> list[EpisodeReport]:
     """Run ``cfg.episodes`` episodes (seeds from ``cfg.seed_start``); stops early after an e-stop."""
+    import torch
     from tqdm import tqdm
 
+    # The session narrows torch to cfg.torch_threads for inference; a caller that trains afterwards in the
+    # same process (scripts/finetune.py) must get its threads back, or it trains on one core.
+    threads_before = torch.get_num_threads()
     session = build_session(cfg, policy)
     reports: list[EpisodeReport] = []
     try:
@@ -236,6 +240,7 @@ def run_control(cfg: ControlAppConfig, policy: Any | None = None, progress: bool
                     break
     finally:
         session.close()
+        torch.set_num_threads(threads_before)
     return reports
 
 
