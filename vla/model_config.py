@@ -17,6 +17,7 @@ POS_ENCODINGS = ("rope", "learned")
 MLP_KINDS = ("swiglu", "gelu")
 TIME_SAMPLINGS = ("beta", "uniform")
 FLOW_TARGETS = ("noise_minus_action", "action_minus_noise")
+GOAL_FRAMES = ("before", "all")
 
 
 def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
@@ -176,6 +177,9 @@ class HeadConfig:
     # > 0: an auxiliary head predicts the arm's state at the episode's grasp and release (vla/heads/goal.py),
     # a training-only loss that pushes the backbone to find the named object; 0 builds no such head.
     goal_loss_weight: float = 0.0
+    # Which frames the goal loss counts a keyframe on: "before" (frames up to the keyframe: after it the
+    # arm's own state gives the keyframe pose away) or "all" (every frame of the episode).
+    goal_frames: str = "before"
     # Predict joint targets minus the current joint positions (vla/processing/relative.py). Needs the
     # feature names (dataset or env specs carry them); the Hydra head presets turn it on.
     relative_actions: bool = False
@@ -189,6 +193,7 @@ class HeadConfig:
         _choice("kind", self.kind, ("l1", "flow"))
         _choice("time_sampling", self.time_sampling, TIME_SAMPLINGS)
         _choice("flow_target", self.flow_target, FLOW_TARGETS)
+        _choice("goal_frames", self.goal_frames, GOAL_FRAMES)
         for name in ("chunk_size", "n_action_steps", "n_layers", "n_heads", "num_steps", "n_samples"):
             _positive(name, getattr(self, name))
         if self.n_action_steps > self.chunk_size:

@@ -47,6 +47,19 @@ def test_chunk_batches_carry_the_keyframe_states():
     assert "goal_state" not in ChunkDataset(store, chunk_size=2).__getitems__([0])
 
 
+def test_goals_can_count_only_on_frames_before_their_keyframe():
+    store = _store()
+    data = ChunkDataset(store, chunk_size=2, keyframe_goals=True, goal_frames="before")
+    # Episode 0 grasps at frame 2 and releases at 4: frame 1 is before both, 3 between, 4 and 5 after both.
+    batch = data.__getitems__([1, 3, 4, 5, 7, 11])
+    assert batch["goal_is_pad"].tolist() == [[False, False], [True, False], [True, True], [True, True],
+                                             [False, True], [True, True]]
+    # The targets themselves do not change, only where they count.
+    assert batch["goal_state"][..., 0].tolist() == [[102, 104]] * 4 + [[108, 100], [100, 100]]
+    with pytest.raises(ValueError, match="goal_frames"):
+        ChunkDataset(store, chunk_size=2, keyframe_goals=True, goal_frames="after")
+
+
 def test_keyframes_need_a_gripper_dim():
     store = _store()
     store.spec = FeatureSpec(cameras=("front",), image_shape=(3, 4, 4), state_dim=2, action_dim=2)

@@ -27,6 +27,8 @@ def test_no_head_without_a_weight():
     assert _policy(0.0).goal_head is None
     with pytest.raises(ValueError, match="goal_loss_weight"):
         HeadConfig(goal_loss_weight=-1.0)
+    with pytest.raises(ValueError, match="goal_frames"):
+        HeadConfig(goal_loss_weight=1.0, goal_frames="after")
 
 
 def test_goal_loss_is_added_with_its_weight():

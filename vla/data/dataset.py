@@ -201,12 +201,16 @@ class ChunkDataset(Dataset):
     """
 
     def __init__(self, store: FrameStore, chunk_size: int, episodes: Sequence[int] | None = None,
-                 uint8_images: bool = False, keyframe_goals: bool = False) -> None:
+                 uint8_images: bool = False, keyframe_goals: bool = False, goal_frames: str = "all") -> None:
         """``keyframe_goals`` adds ``goal_state`` (B, 2, S), the state at the episode's grasp and release
-        (vla/data/keyframes.py), and ``goal_is_pad`` (B, 2), True where the episode has no such keyframe."""
+        (vla/data/keyframes.py), and ``goal_is_pad`` (B, 2), True where the episode has no such keyframe;
+        with ``goal_frames="before"`` also True on the keyframe's own frame and every frame after it."""
+        if goal_frames not in ("before", "all"):
+            raise ValueError(f"goal_frames must be 'before' or 'all', got {goal_frames!r}")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         self.store, self.chunk_size, self.uint8_images = store, chunk_size, uint8_images
+        self.goals_before_keyframe = goal_frames == "before"
         self.frames = store.frames_of(episodes) if episodes is not None else torch.arange(len(store))
         if self.frames.numel() == 0:
             raise ValueError(f"no frames for episodes {list(episodes or [])}; "
@@ -242,6 +246,8 @@ class ChunkDataset(Dataset):
             key_frames, key_valid = self.keyframes
             batch[GOAL_KEY] = s.state[key_frames[frames]]
             batch["goal_is_pad"] = ~key_valid[frames]
+            if self.goals_before_keyframe:
+                batch["goal_is_pad"] |= frames[:, None] >= key_frames[frames]
         return batch
 
 

@@ -360,11 +360,9 @@ def run_training(cfg: TrainAppConfig, run_dir: str | Path, config_yaml: str,
     seed_everything(cfg.seed)  # same init on every rank; DDP checks nothing, so keep them identical
     store = load_frames(cfg.data.root, cfg.data.repo_id, cfg.data.episodes)
     train_eps, val_eps = split_episodes(store.episode_ids, cfg.data.val_fraction, cfg.seed)
-    goals = cfg.head.goal_loss_weight > 0
-    train_data = ChunkDataset(store, cfg.head.chunk_size, train_eps, uint8_images=True, keyframe_goals=goals)
-    val_data = (
-        ChunkDataset(store, cfg.head.chunk_size, val_eps, uint8_images=True, keyframe_goals=goals) if val_eps else None
-    )
+    goals = dict(keyframe_goals=cfg.head.goal_loss_weight > 0, goal_frames=cfg.head.goal_frames)
+    train_data = ChunkDataset(store, cfg.head.chunk_size, train_eps, uint8_images=True, **goals)
+    val_data = ChunkDataset(store, cfg.head.chunk_size, val_eps, uint8_images=True, **goals) if val_eps else None
     if cfg.train.init_from:
         # A fine-tune keeps the checkpoint's vocabulary and normalisation: its weights were learned in them.
         meta, stats = ckpt_io.read_metadata(cfg.train.init_from)
