@@ -65,6 +65,22 @@ def test_dagger_dataset_weights_operator_frames_and_pads_past_the_handback():
     assert len(with_own.dataset) == 12 + 3 + 5
 
 
+def test_dagger_dataset_carries_the_demos_keyframe_goals():
+    demos = store([6], 0.0, ["pick"])
+    demos.action[:, 1] = torch.tensor([0.0, 0.0, 1.0, 1.0, 0.0, 0.0])  # grasp at frame 2, release at 4
+    inter = store([4], 100.0, ["pick"])
+    flags = {0: np.array([0, 1, 1, 0], dtype=bool)}
+    data = dagger_dataset(demos, inter, flags, 2, 1.0, keyframe_goals=True)
+    batch = data.dataset.__getitems__(list(range(len(data.dataset))))
+    assert batch["goal_state"][:6, :, 0].tolist() == [[2.0, 4.0]] * 6  # store() sets state j0 = frame index
+    assert not batch["goal_is_pad"][:6].any()
+    assert batch["goal_is_pad"][6:].all()  # the operator's frames carry no goal
+    before = dagger_dataset(demos, inter, flags, 2, 1.0, keyframe_goals=True, goal_frames="before")
+    pads = before.dataset.__getitems__(list(range(6)))["goal_is_pad"].tolist()
+    assert pads == [[False, False]] * 2 + [[True, False]] * 2 + [[True, True]] * 2
+    assert "goal_state" not in dagger_dataset(demos, inter, flags, 2, 1.0).dataset.__getitems__([0])
+
+
 def test_dagger_dataset_checks_flags_against_frames():
     with pytest.raises(ValueError, match="intervention flags"):
         dagger_dataset(store([4], 0.0, ["a"]), store([3], 0.0, ["a"]), {0: np.zeros(5, bool)}, 2, 1.0)
@@ -92,13 +108,15 @@ def _write(root, n_episodes: int, length: int, interventions: bool):
                 rec.add_episode(ep, "pick up the cube")
 
 
-def test_finetune_from_a_checkpoint_on_demos_and_interventions(tmp_path):
+@pytest.mark.parametrize("goal_loss_weight", [0.0, 1.0])
+def test_finetune_from_a_checkpoint_on_demos_and_interventions(tmp_path, goal_loss_weight):
     _write(tmp_path / "demos", 3, 10, interventions=False)
     _write(tmp_path / "inter", 2, 10, interventions=True)
     demos = load_frames(tmp_path / "demos")
     cfg = PolicyConfig(backbone=BackboneConfig(d_model=16, n_layers=1, n_heads=2, stem_channels=[4], patch_size=2,
                                                patch_stride=2, d_vision=16, vision_layers=1, vision_heads=2),
-                       head=HeadConfig(chunk_size=3, n_action_steps=2, n_layers=1, n_heads=2))
+                       head=HeadConfig(chunk_size=3, n_action_steps=2, n_layers=1, n_heads=2,
+                                       goal_loss_weight=goal_loss_weight))
     torch.manual_seed(0)
     stats = compute_stats(demos.state, demos.action, demos.spec)
     policy = VLAPolicy(cfg, demos.spec, build_vocab(demos.tasks), stats)

@@ -26,6 +26,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from envs.config import EnvConfig
 from vla.config import LoggerConfig, TrainConfig
 from vla.data.dataset import ChunkDataset, FrameStore, load_frames
+from vla.data.keyframes import gripper_keyframes
 from vla.supervision.config import GateConfig
 from vla.supervision.control_app import ControlAppConfig, RecordConfig, run_control
 from vla.supervision.control_loop import ControlConfig, EpisodeReport, summarize
@@ -100,13 +101,33 @@ def concat_stores(a: FrameStore, b: FrameStore) -> tuple[FrameStore, int]:
 
 
 class FrameListDataset(ChunkDataset):
-    """A ChunkDataset over an explicit list of frame indices (repeats allowed: that is the weighting)."""
+    """A ChunkDataset over an explicit list of frame indices (repeats allowed: that is the weighting).
 
-    def __init__(self, store: FrameStore, chunk_size: int, frames: torch.Tensor) -> None:
-        super().__init__(store, chunk_size)
+    ``keyframes``: per-frame (frames, valid) keyframe goals as ``gripper_keyframes`` returns them, for a
+    policy trained with the keyframe-goal loss; None leaves goals out of the batches.
+    """
+
+    def __init__(self, store: FrameStore, chunk_size: int, frames: torch.Tensor,
+                 keyframes: tuple[torch.Tensor, torch.Tensor] | None = None, goal_frames: str = "all") -> None:
+        super().__init__(store, chunk_size, goal_frames=goal_frames)
         if frames.numel() == 0:
             raise ValueError("no frames to train on")
         self.frames = frames.to(torch.long)
+        self.keyframes = keyframes
+
+
+def demo_keyframes(demos: FrameStore, extra_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keyframe goals of the demos, followed by ``extra_frames`` frames without any.
+
+    Only the demos have them: a recorded intervention episode mixes the policy's gripper commands with
+    the operator's, so its first gripper change need not be a grasp of the named object.
+    """
+    if not demos.spec.gripper_dims:
+        raise ValueError("keyframe goals are found from the gripper command, and these demos' actions have "
+                         "no gripper dim; fine-tune a checkpoint trained with head.goal_loss_weight=0")
+    frames, valid = gripper_keyframes(demos.action, demos.episode_end, demos.spec.gripper_dims[0])
+    pad = torch.zeros(extra_frames, frames.shape[1], dtype=torch.long)
+    return torch.cat([frames, pad]), torch.cat([valid, pad.bool()])
 
 
 def takeover_segment_ends(flags: torch.Tensor, episode_end: torch.Tensor) -> torch.Tensor:
@@ -131,8 +152,13 @@ class DaggerData:
 
 
 def dagger_dataset(demos: FrameStore, interventions: FrameStore, flags: dict[int, Any], chunk_size: int,
-                   intervention_weight: float, policy_frames: bool = False) -> DaggerData:
-    """Demos + the operator frames of the intervention episodes, weighted; see the module docstring."""
+                   intervention_weight: float, policy_frames: bool = False, keyframe_goals: bool = False,
+                   goal_frames: str = "all") -> DaggerData:
+    """Demos + the operator frames of the intervention episodes, weighted; see the module docstring.
+
+    ``keyframe_goals``: batches carry the demos' keyframe goals (vla/data/keyframes.py), for a checkpoint
+    with a keyframe-goal head; operator frames have none (``goal_is_pad``).
+    """
     store, start = concat_stores(demos, interventions)
     ep = interventions.episode_index
     per_frame = torch.zeros(len(interventions), dtype=torch.bool)
@@ -151,7 +177,8 @@ def dagger_dataset(demos: FrameStore, interventions: FrameStore, flags: dict[int
     extra = operator[torch.randperm(len(operator), generator=torch.Generator().manual_seed(0))[
         : round(frac * len(operator))]]
     parts = [torch.arange(start), operator.repeat(whole), extra] + ([own] if policy_frames else [])
-    dataset = FrameListDataset(store, chunk_size, torch.cat(parts))
+    keyframes = demo_keyframes(demos, len(interventions)) if keyframe_goals else None
+    dataset = FrameListDataset(store, chunk_size, torch.cat(parts), keyframes, goal_frames)
     return DaggerData(dataset, start, len(operator), len(own) if policy_frames else 0, len(flags))
 
 
@@ -179,7 +206,8 @@ def finetune(cfg: FinetuneAppConfig, run_dir: str | Path, config_yaml: str) -> t
     policy = ckpt_io.load_policy(cfg.checkpoint, device, spec=demos.spec)
     _, stats = ckpt_io.read_metadata(cfg.checkpoint)
     data = dagger_dataset(demos, inter, read_intervention_flags(cfg.interventions), policy.cfg.head.chunk_size,
-                          cfg.intervention_weight, cfg.policy_frames)
+                          cfg.intervention_weight, cfg.policy_frames, keyframe_goals=policy.goal_head is not None,
+                          goal_frames=policy.cfg.head.goal_frames)
     log.info("fine-tuning on %d demo frames + %d operator frames (x%g) from %d episodes", data.demo_frames,
              data.operator_frames, cfg.intervention_weight, data.episodes)
     logger = build_logger(cfg.logger, run_dir, OmegaConf.to_container(OmegaConf.structured(cfg)))
