@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.io import ImageReadMode, decode_image
 
 from vla.data.keyframes import gripper_keyframes
+from vla.model_config import GOAL_FRAMES
 from vla.types import ACTION_KEY, GOAL_KEY, IMAGE_PREFIX, STATE_KEY, TASK_KEY, FeatureSpec
 
 
@@ -205,8 +206,8 @@ class ChunkDataset(Dataset):
         """``keyframe_goals`` adds ``goal_state`` (B, 2, S), the state at the episode's grasp and release
         (vla/data/keyframes.py), and ``goal_is_pad`` (B, 2), True where the episode has no such keyframe;
         with ``goal_frames="before"`` also True on the keyframe's own frame and every frame after it."""
-        if goal_frames not in ("before", "all"):
-            raise ValueError(f"goal_frames must be 'before' or 'all', got {goal_frames!r}")
+        if goal_frames not in GOAL_FRAMES:
+            raise ValueError(f"goal_frames must be one of {GOAL_FRAMES}, got {goal_frames!r}")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         self.store, self.chunk_size, self.uint8_images = store, chunk_size, uint8_images
