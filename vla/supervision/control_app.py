@@ -145,8 +145,14 @@ class ControlSession:
     robot: Robot
     env: TabletopEnv
     recorder: InterventionRecorder | None
+    # torch's intra-op thread count before the session narrowed it for inference; close() puts it back so a
+    # caller that trains afterwards in the same process (scripts/finetune.py) does not train on one core.
+    torch_threads_before: int
 
     def close(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.torch_threads_before)
         self.loop.close()
         if self.recorder is not None:
             self.recorder.close()
@@ -166,6 +172,7 @@ def build_session(cfg: ControlAppConfig, policy: Any | None = None) -> ControlSe
     from vla.supervision.operators import build_operator
     from vla.supervision.risk import resolve_risk_kind
 
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(cfg.torch_threads)
     env_cfg = cfg.env if cfg.robot.kind == "sim" else EnvConfig(**{**vars(cfg.env), "robot": "so101"})
     env = make_env(env_cfg)
@@ -189,12 +196,13 @@ def build_session(cfg: ControlAppConfig, policy: Any | None = None) -> ControlSe
         loop = ControlLoop(robot, policy_predictor(policy, n_samples), cfg.control, gate=gate, recorder=recorder)
     except BaseException:
         env.close()
+        torch.set_num_threads(threads_before)
         raise
     if cfg.robot.kind == "sim" and abs(cfg.control.hz - env.control_hz) > 1e-9:
         log.info("control.hz=%g but the simulator advances %g s per tick (env.control_hz=%g): simulated time "
                  "runs %.2fx the wall clock", cfg.control.hz, 1 / env.control_hz, env.control_hz,
                  cfg.control.hz / env.control_hz)
-    return ControlSession(loop, robot, env, recorder)
+    return ControlSession(loop, robot, env, recorder, threads_before)
 
 
 @contextmanager
@@ -218,12 +226,8 @@ def estop_on_sigint(loop: ControlLoop) -> Iterator[None]:
 
 def run_control(cfg: ControlAppConfig, policy: Any | None = None, progress: bool = True) -> list[EpisodeReport]:
     """Run ``cfg.episodes`` episodes (seeds from ``cfg.seed_start``); stops early after an e-stop."""
-    import torch
     from tqdm import tqdm
 
-    # The session narrows torch to cfg.torch_threads for inference; a caller that trains afterwards in the
-    # same process (scripts/finetune.py) must get its threads back, or it trains on one core.
-    threads_before = torch.get_num_threads()
     session = build_session(cfg, policy)
     reports: list[EpisodeReport] = []
     try:
@@ -240,7 +244,6 @@ def run_control(cfg: ControlAppConfig, policy: Any | None = None, progress: bool
                     break
     finally:
         session.close()
-        torch.set_num_threads(threads_before)
     return reports
 
 

@@ -26,7 +26,6 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from envs.config import EnvConfig
 from vla.config import LoggerConfig, TrainConfig
 from vla.data.dataset import ChunkDataset, FrameStore, load_frames
-from vla.data.keyframes import gripper_keyframes
 from vla.supervision.config import GateConfig
 from vla.supervision.control_app import ControlAppConfig, RecordConfig, run_control
 from vla.supervision.control_loop import ControlConfig, EpisodeReport, summarize
@@ -122,10 +121,9 @@ def demo_keyframes(demos: FrameStore, extra_frames: int) -> tuple[torch.Tensor, 
     Only the demos have them: a recorded intervention episode mixes the policy's gripper commands with
     the operator's, so its first gripper change need not be a grasp of the named object.
     """
-    if not demos.spec.gripper_dims:
-        raise ValueError("keyframe goals are found from the gripper command, and these demos' actions have "
-                         "no gripper dim; fine-tune a checkpoint trained with head.goal_loss_weight=0")
-    frames, valid = gripper_keyframes(demos.action, demos.episode_end, demos.spec.gripper_dims[0])
+    keyframes = ChunkDataset(demos, 1, keyframe_goals=True).keyframes
+    assert keyframes is not None  # keyframe_goals=True builds them (or raises, naming the fix)
+    frames, valid = keyframes
     pad = torch.zeros(extra_frames, frames.shape[1], dtype=torch.long)
     return torch.cat([frames, pad]), torch.cat([valid, pad.bool()])
 
