@@ -71,6 +71,10 @@ class BackboneConfig:
     # FiLM: the instruction scales and shifts the vision encoder's channels (vla/backbones/film.py), so the
     # encoder can single out the named object among look-alikes instead of leaving the binding to the LM.
     vision_film: bool = False
+    # Grounding: K instruction-conditioned slots attend over the conv stem's feature map and add one token
+    # per slot and camera (attended features + expected image position; vla/backbones/grounding.py).
+    # 0 turns it off; 2 gives one slot for the named object and one for the target to specialise into.
+    grounding_slots: int = 0
     dropout: float = 0.0
     # pretrained backbone (hf)
     path: str = ""
@@ -90,7 +94,7 @@ class BackboneConfig:
         _choice("token_order", self.token_order, TOKEN_ORDERS)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        for name in ("aug_shift_pad", "lora_r"):
+        for name in ("aug_shift_pad", "lora_r", "grounding_slots"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}; use 0 to disable it")
         for name in ("aug_brightness", "aug_contrast"):
@@ -145,6 +149,11 @@ class BackboneConfig:
             raise ValueError(
                 "vision_film=true is only available for kind='scratch' (a pretrained vision tower has no "
                 "FiLM layers); set model.vision_film=false"
+            )
+        if self.grounding_slots:
+            raise ValueError(
+                "grounding_slots > 0 is only available for kind='scratch' (it attends over the scratch "
+                "encoder's conv-stem features); set model.grounding_slots=0"
             )
         if self.fusion != "early":
             raise ValueError(

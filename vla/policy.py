@@ -103,6 +103,14 @@ class VLAPolicy(nn.Module):
         tasks = self._tasks(batch, images.shape[0])
         return self.backbone(images, tasks, self.normalizer.normalize(STATE_KEY, state))
 
+    def grounding_maps(self, batch: dict[str, Any]) -> torch.Tensor:
+        """(B, N_cams, K, h, w): where each grounding slot looks in each camera (see vla/eval/slot_hits.py)."""
+        maps_of = getattr(self.backbone, "grounding_maps", None)
+        if maps_of is None:
+            raise ValueError(f"{type(self.backbone).__name__} has no grounding slots; use model.kind=scratch")
+        images = self._images(batch)
+        return maps_of(images, self._tasks(batch, images.shape[0]))
+
     # ---------------------------------------------------------------- training
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         actions = torch.as_tensor(batch[ACTION_KEY], device=self.device, dtype=torch.float32)

@@ -26,6 +26,8 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
         (dict(kind="hf"), "path"),
         (dict(kind="hf", path="/x", fusion="cross"), "fusion"),
         (dict(kind="hf", path="/x", vision_film=True), "vision_film"),
+        (dict(kind="hf", path="/x", grounding_slots=2), "grounding_slots"),
+        (dict(grounding_slots=-1), "grounding_slots"),
         (dict(aug_brightness=1.5), "aug_brightness"),
         (dict(dropout=1.0), "dropout"),
         (dict(kind="clip"), "kind"),

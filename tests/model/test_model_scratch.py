@@ -16,6 +16,7 @@ from model_helpers import (
     scratch_backbone,
 )
 
+from vla.backbones.grounding import GroundingAttention, soft_argmax
 from vla.model_config import HeadConfig, PolicyConfig, backbone_preset
 from vla.policy import VLAPolicy
 from vla.types import FeatureSpec
@@ -27,8 +28,10 @@ LAYOUTS = [
     dict(fusion="early", token_order="text_first"),
     dict(fusion="cross", token_order="image_first"),
     dict(fusion="early", token_order="image_first", vision_film=True),
+    dict(fusion="early", token_order="text_first", grounding_slots=2),
+    dict(fusion="cross", token_order="image_first", grounding_slots=2),
 ]
-LAYOUT_IDS = ["early-image_first", "early-text_first", "cross", "early-film"]
+LAYOUT_IDS = ["early-image_first", "early-text_first", "cross", "early-film", "early-grounding", "cross-grounding"]
 
 
 def build(head: str, **backbone) -> VLAPolicy:
@@ -156,3 +159,54 @@ def test_presets_sizes_and_patch_tokens() -> None:
     small = VLAPolicy(PolicyConfig(backbone_preset("small"), HeadConfig()), spec, VOCAB, make_stats())
     assert small.backbone.vision.num_patches == 36
     assert 15_000_000 <= small.num_parameters() <= 40_000_000
+
+
+def test_soft_argmax_finds_a_peaked_map_and_centres_a_flat_one() -> None:
+    h, w = 5, 8
+    peaked = torch.zeros(1, h * w)
+    peaked[0, 2 * w + 6] = 1.0  # row 2, column 6
+    mean, spread = soft_argmax(peaked, h, w)
+    torch.testing.assert_close(mean, torch.tensor([[-1.0 + 2 * 6 / (w - 1), 0.0]]))
+    assert spread.max() < 1e-2
+    mean, spread = soft_argmax(torch.full((1, h * w), 1.0 / (h * w)), h, w)
+    torch.testing.assert_close(mean, torch.zeros(1, 2), atol=1e-6, rtol=0)
+    assert (spread > 0.5).all()
+
+
+def test_grounding_attends_to_the_pixels_its_query_matches() -> None:
+    # Two one-hot "colours" at two places of an 8x8 feature map; a query along colour 0 must put its
+    # attention on colour 0's pixel, one along colour 1 on the other.
+    grounding = GroundingAttention(d_model=8, feat_channels=2, n_slots=1, n_cameras=1, d_key=2)
+    with torch.no_grad():
+        grounding.pixel_key.weight.copy_(torch.eye(2)[:, :, None, None])
+        grounding.pixel_key.bias.zero_()
+    features = torch.zeros(1, 2, 8, 8)
+    features[0, 0, 1, 2] = 1.0
+    features[0, 1, 6, 5] = 1.0
+    for colour, (row, col) in ((0, (1, 2)), (1, (6, 5))):
+        query = torch.zeros(1, 1, 2)
+        query[0, 0, colour] = 40.0
+        maps = grounding.attention_maps(features, query)
+        assert maps.shape == (1, 1, 64) and maps[0, 0].argmax().item() == row * 8 + col
+        assert maps[0, 0, row * 8 + col] > 0.9
+
+
+def test_grounding_tokens_follow_the_instruction() -> None:
+    policy = build("l1", grounding_slots=2).eval()
+    backbone = policy.backbone
+    batch = make_batch(2)
+    swapped = {**batch, "task": ["put the blue cube on the red pad", "put the red cube on the blue pad"]}
+    n = backbone.n_grounding
+    assert n == 2 * len(SPEC.cameras)
+
+    def grounding_tokens(b: dict) -> torch.Tensor:
+        hidden = policy.encode(b).hidden
+        return hidden[:, -1 - n : -1]  # just before the state token
+
+    assert policy.encode(batch).hidden.shape[1] == backbone.n_visual + n + 1 + batch_text_len(backbone, batch)
+    assert not torch.allclose(grounding_tokens(batch), grounding_tokens(swapped), atol=1e-4)
+
+
+def batch_text_len(backbone, batch: dict) -> int:
+    ids, _ = backbone.tokenizer.encode_batch(batch["task"], backbone.cfg.max_text_len)
+    return ids.shape[1]

@@ -22,21 +22,30 @@ class InstructionEncoder(nn.Module):
 
     One bidirectional transformer layer with rotary positions comes before the pooling: a bag of words
     cannot tell "the red cube on the blue pad" from "the blue cube on the red pad", while a word that
-    can see its neighbour ("red" next to "cube") can.
+    can see its neighbour ("red" next to "cube") can. ``summary=False`` builds only the contextual part
+    (grounding reads the word vectors, not the summary), so no parameter is left without a gradient.
     """
 
-    def __init__(self, d_model: int, n_heads: int, mlp: str, mlp_ratio: float) -> None:
+    def __init__(self, d_model: int, n_heads: int, mlp: str, mlp_ratio: float, summary: bool = True) -> None:
         super().__init__()
         self.rotary = Rotary(d_model // n_heads)
         self.block = Block(d_model, n_heads, norm="rms", mlp=mlp, mlp_ratio=mlp_ratio)
-        self.norm = nn.LayerNorm(d_model)
+        self.norm = nn.LayerNorm(d_model) if summary else None
+
+    def contextual(self, text: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(B, T, d) word vectors that have seen their neighbours (what the grounding slots read)."""
+        positions = (valid.long().cumsum(1) - 1).clamp_min(0)
+        return self.block(text, mask=key_mask(valid), rope=self.rotary(positions))
+
+    def pool(self, contextual: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Masked mean of the contextual vectors -> (B, d) summary (what FiLM reads)."""
+        if self.norm is None:
+            raise RuntimeError("this InstructionEncoder was built with summary=False and cannot pool")
+        weights = valid.to(contextual.dtype)[..., None]
+        return self.norm((contextual * weights).sum(1) / weights.sum(1).clamp_min(1.0))
 
     def forward(self, text: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        positions = (valid.long().cumsum(1) - 1).clamp_min(0)
-        x = self.block(text, mask=key_mask(valid), rope=self.rotary(positions))
-        weights = valid.to(x.dtype)[..., None]
-        pooled = (x * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-        return self.norm(pooled)
+        return self.pool(self.contextual(text, valid), valid)
 
 
 class FiLMGenerator(nn.Module):

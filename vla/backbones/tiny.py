@@ -7,6 +7,8 @@ Early fusion (default) runs the LM over [visual tokens, instruction tokens, stat
 decides what can see what: image-first lets the instruction read the image, text-first lets the
 image tokens be conditioned on the instruction. Cross fusion keeps only [instruction, state] in the
 LM stream and inserts a cross-attention block to the visual tokens after every ``cross_every`` layers.
+With ``grounding_slots > 0`` every layout also gets, just before the state token, one token per
+grounding slot and camera (vla/backbones/grounding.py).
 
 Instructions are right-padded inside a batch; padding is masked out as attention keys, and position
 ids count real tokens only, so a sample's output does not depend on the other instructions in its batch.
@@ -14,11 +16,14 @@ ids count real tokens only, so a sample's output does not depend on the other in
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
 from vla.backbones import BackboneOutput
 from vla.backbones.film import FiLMGenerator, InstructionEncoder
+from vla.backbones.grounding import GroundingAttention
 from vla.backbones.layers import Block, RMSNorm, Rotary, causal_mask
 from vla.backbones.vision import Projector, VisionEncoder
 from vla.model_config import BackboneConfig
@@ -40,8 +45,9 @@ class ScratchVLM(nn.Module):
         self.token_embed = nn.Embedding(len(self.tokenizer), cfg.d_model)
         self.state_proj = nn.Linear(spec.state_dim, cfg.d_model)
         self.n_visual = self.n_cameras * self.vision.num_patches
+        self.n_grounding = self.n_cameras * cfg.grounding_slots
         if cfg.pos_encoding == "learned":
-            in_stream = cfg.max_text_len + 2 + (self.n_visual if cfg.fusion == "early" else 0)
+            in_stream = cfg.max_text_len + 2 + self.n_grounding + (self.n_visual if cfg.fusion == "early" else 0)
             self.pos_embed = nn.Parameter(torch.randn(in_stream, cfg.d_model) * 0.02)
             self.rotary = None
         else:
@@ -58,17 +64,26 @@ class ScratchVLM(nn.Module):
         self.norm = RMSNorm(cfg.d_model)
         self.instruction_encoder: InstructionEncoder | None = None
         self.film: FiLMGenerator | None = None
+        self.grounding: GroundingAttention | None = None
+        if cfg.vision_film or cfg.grounding_slots:
+            self.instruction_encoder = InstructionEncoder(
+                cfg.d_model, cfg.n_heads, cfg.mlp, cfg.mlp_ratio, summary=cfg.vision_film
+            )
         if cfg.vision_film:
-            self.instruction_encoder = InstructionEncoder(cfg.d_model, cfg.n_heads, cfg.mlp, cfg.mlp_ratio)
             self.film = FiLMGenerator(cfg.d_model, self.vision.film_channels)
+        if cfg.grounding_slots:
+            self.grounding = GroundingAttention(
+                cfg.d_model, self.vision.feature_channels, cfg.grounding_slots, self.n_cameras
+            )
         self.apply(_init_weights)
         if self.film is not None:
             self.film.start_as_identity()  # _init_weights drew them at random
 
     def encode_images(
         self, images: torch.Tensor, film: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-    ) -> torch.Tensor:
-        """(B, N, 3, H, W) -> (B, N * P, d_model) projected visual tokens with camera embeddings.
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N, 3, H, W) -> (B, N * P, d_model) projected visual tokens with camera embeddings, and the
+        (B * N, C, h, w) conv-stem features they were patchified from.
 
         ``film`` holds per-sample (B, C) modulations; every camera of a sample gets its sample's.
         """
@@ -77,28 +92,50 @@ class ScratchVLM(nn.Module):
             raise ValueError(f"got {n} camera images, the backbone was built for {self.n_cameras}")
         if film is not None:
             film = [(scale.repeat_interleave(n, 0), shift.repeat_interleave(n, 0)) for scale, shift in film]
-        tokens = self.projector(self.vision(images.flatten(0, 1), film))  # (B*N, P, d)
+        features = self.vision.stem_features(images.flatten(0, 1), film)
+        tokens = self.projector(self.vision.patch_tokens(features, film))  # (B*N, P, d)
         tokens = tokens.view(b, n, -1, self.d_model) + self.camera_embed[None, :, None, :]
-        return tokens.flatten(1, 2)
+        return tokens.flatten(1, 2), features
 
-    def forward(self, images: torch.Tensor, tasks: list[str], state: torch.Tensor) -> BackboneOutput:
-        device = images.device
+    def _read_instruction(self, tasks: list[str], images: torch.Tensor) -> _Instruction:
         ids, text_valid = self.tokenizer.encode_batch(tasks, self.cfg.max_text_len)
         if ids.shape[0] != images.shape[0]:
             raise ValueError(f"batch['task'] has {ids.shape[0]} instructions for a batch of {images.shape[0]}")
-        ids, text_valid = ids.to(device), text_valid.to(device)
+        ids, text_valid = ids.to(images.device), text_valid.to(images.device)
         text = self.token_embed(ids)
-        film = None
-        if self.film is not None and self.instruction_encoder is not None:
-            film = self.film(self.instruction_encoder(text, text_valid))
-        visual = self.encode_images(images, film)
+        film, words = None, None
+        if self.instruction_encoder is not None:
+            words = self.instruction_encoder.contextual(text, text_valid)
+            if self.film is not None:
+                film = self.film(self.instruction_encoder.pool(words, text_valid))
+        return _Instruction(text, text_valid, words, film)
+
+    def grounding_maps(self, images: torch.Tensor, tasks: list[str]) -> torch.Tensor:
+        """(B, N, 3, H, W) + instructions -> (B, N, K, h, w) attention of each grounding slot per camera."""
+        if self.grounding is None:
+            raise ValueError("this backbone was built with grounding_slots=0; it has no grounding maps")
+        instr = self._read_instruction(tasks, images)
+        assert instr.words is not None  # built whenever grounding is
+        _, features = self.encode_images(images, instr.film)
+        maps = self.grounding.attention_maps(features, self.grounding.read_instruction(instr.words, instr.valid))
+        return maps.view(*images.shape[:2], -1, *features.shape[-2:])
+
+    def forward(self, images: torch.Tensor, tasks: list[str], state: torch.Tensor) -> BackboneOutput:
+        text, text_valid, words, film = self._read_instruction(tasks, images)
+        visual, features = self.encode_images(images, film)
         state_tok = self.state_proj(state)[:, None]
         if self.cfg.fusion == "cross":
-            parts = [(text, text_valid), (state_tok, _all_valid(state_tok))]
+            parts = [(text, text_valid)]
         elif self.cfg.token_order == "image_first":
-            parts = [(visual, _all_valid(visual)), (text, text_valid), (state_tok, _all_valid(state_tok))]
+            parts = [(visual, _all_valid(visual)), (text, text_valid)]
         else:
-            parts = [(text, text_valid), (visual, _all_valid(visual)), (state_tok, _all_valid(state_tok))]
+            parts = [(text, text_valid), (visual, _all_valid(visual))]
+        if self.grounding is not None and words is not None:
+            # Just before the state token, so under causal attention the state token and every later
+            # reader see where the named object and target are, whatever the token order.
+            grounded = self.grounding(features, words, text_valid)
+            parts.append((grounded, _all_valid(grounded)))
+        parts.append((state_tok, _all_valid(state_tok)))
         x = torch.cat([p[0] for p in parts], dim=1)
         valid = torch.cat([p[1] for p in parts], dim=1)
         positions = (valid.long().cumsum(1) - 1).clamp_min(0)
@@ -114,6 +151,13 @@ class ScratchVLM(nn.Module):
                 # Every visual token is real, so the cross-attention needs no mask.
                 x = self.cross_blocks[str(i)](x, memory=visual)
         return BackboneOutput(self.norm(x), valid)
+
+
+class _Instruction(NamedTuple):
+    text: torch.Tensor  # (B, T, d) embedded words
+    valid: torch.Tensor  # (B, T) True on real words
+    words: torch.Tensor | None  # (B, T, d) contextual words, when FiLM or grounding reads them
+    film: list[tuple[torch.Tensor, torch.Tensor]] | None
 
 
 def _all_valid(tokens: torch.Tensor) -> torch.Tensor:

@@ -57,26 +57,43 @@ class VisionEncoder(nn.Module):
         # GroupNorm, then the patch tokens.
         self.film_channels = [*cfg.stem_channels, cfg.d_vision]
 
-    def forward(
+    @property
+    def feature_channels(self) -> int:
+        """Channels of the stem's feature map before the patchify (what grounding attends over)."""
+        return self.stem[-1].in_channels
+
+    def stem_features(
         self, images: torch.Tensor, film: list[tuple[torch.Tensor, torch.Tensor]] | None = None
     ) -> torch.Tensor:
-        """``film``: one (scale, shift) pair of shape (B, C) per entry of ``film_channels``, or None."""
+        """(B, 3, H, W) in [0, 1] -> (B, C, h, w) conv-stem features, before the patchify convolution."""
         if film is not None and len(film) != len(self.film_channels):
             raise ValueError(f"got {len(film)} FiLM pairs, the encoder modulates {len(self.film_channels)} layers")
         x = (images - _PIXEL_MEAN) / _PIXEL_STD
         stage = 0
-        for layer in self.stem:
+        for layer in self.stem[:-1]:
             x = layer(x)
             if film is not None and isinstance(layer, nn.GroupNorm):
                 x = apply_film(x, *film[stage])
                 stage += 1
-        x = x.flatten(2).transpose(1, 2)
+        return x
+
+    def patch_tokens(
+        self, features: torch.Tensor, film: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    ) -> torch.Tensor:
+        """Stem features -> (B, P, d_vision) patch tokens mixed by the transformer layers."""
+        x = self.stem[-1](features).flatten(2).transpose(1, 2)
         if film is not None:
-            x = apply_film(x, *film[stage])
+            x = apply_film(x, *film[-1])
         x = x + self.pos
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
+
+    def forward(
+        self, images: torch.Tensor, film: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    ) -> torch.Tensor:
+        """``film``: one (scale, shift) pair of shape (B, C) per entry of ``film_channels``, or None."""
+        return self.patch_tokens(self.stem_features(images, film), film)
 
 
 class Projector(nn.Module):
