@@ -34,9 +34,10 @@ class GroundingAttention(nn.Module):
     Both attentions are normalised so that they start sharp and distinct instead of flat: with the usual
     small-weight init a query built from the instruction through two linear layers is ~1e-3, every map is
     uniform, every slot reads the same thing, and the gradient that would sharpen them is as small (the
-    product of two near-zero factors). So the slots are unit-scale vectors read against normalised word
-    keys, and the spatial logits are a learned temperature times the cosine between query and pixel key
-    (as in query-key normalisation, Henry et al., 2020), so a map's sharpness does not wait on weight growth.
+    product of two near-zero factors). So the word-to-query layers start at unit gain
+    (``reset_parameters``), the slots are unit-scale vectors read against normalised word keys, and the
+    spatial logits are a learned temperature times the cosine between query and pixel key (as in
+    query-key normalisation, Henry et al., 2020), so a map's sharpness does not wait on weight growth.
     """
 
     def __init__(self, d_model: int, feat_channels: int, n_slots: int, n_cameras: int, d_key: int = 32) -> None:
@@ -45,8 +46,11 @@ class GroundingAttention(nn.Module):
         self.slots = nn.Parameter(torch.randn(n_slots, d_model))
         self.text_key = nn.Linear(d_model, d_model)
         self.text_key_norm = RMSNorm(d_model)
-        self.text_value = nn.Linear(d_model, d_model)
-        self.to_query = nn.Linear(d_model, d_key)
+        # No biases on the way from the words to the query: a bias is the same for every slot and every
+        # instruction, and under Adam it outgrows the small word-dependent term within a few hundred steps,
+        # leaving one instruction-blind query for all slots.
+        self.text_value = nn.Linear(d_model, d_model, bias=False)
+        self.to_query = nn.Linear(d_model, d_key, bias=False)
         # 1x1 convolutions: a key and a value per feature-map position.
         self.pixel_key = nn.Conv2d(feat_channels, d_key, 1)
         self.pixel_value = nn.Conv2d(feat_channels, d_key, 1)
@@ -54,6 +58,12 @@ class GroundingAttention(nn.Module):
         self.out = nn.Sequential(nn.Linear(d_key + _GEOMETRY, d_model), nn.GELU(), nn.Linear(d_model, d_model))
         # Tells the language model which slot looked through which camera.
         self.slot_camera_embed = nn.Parameter(torch.randn(n_cameras, n_slots, d_model) * 0.02)
+
+    def reset_parameters(self) -> None:
+        """Unit-gain init for the word-to-query path (the backbone's 0.02 init would make it ~1e-3)."""
+        for layer in (self.text_key, self.text_value, self.to_query):
+            nn.init.normal_(layer.weight, std=layer.in_features**-0.5)
+        nn.init.normal_(self.slots)
 
     def read_instruction(self, text: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """(B, T, d) contextual word vectors + (B, T) validity -> (B, K, d_key) spatial queries."""

@@ -78,6 +78,8 @@ class ScratchVLM(nn.Module):
         self.apply(_init_weights)
         if self.film is not None:
             self.film.start_as_identity()  # _init_weights drew them at random
+        if self.grounding is not None:
+            self.grounding.reset_parameters()  # same: its own init, not the 0.02 of the rest
 
     def encode_images(
         self, images: torch.Tensor, film: list[tuple[torch.Tensor, torch.Tensor]] | None = None
