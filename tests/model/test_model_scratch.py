@@ -210,3 +210,32 @@ def test_grounding_tokens_follow_the_instruction() -> None:
 def batch_text_len(backbone, batch: dict) -> int:
     ids, _ = backbone.tokenizer.encode_batch(batch["task"], backbone.cfg.max_text_len)
     return ids.shape[1]
+
+
+def test_grounding_slots_start_distinct_and_instruction_dependent() -> None:
+    # Queries built from the words with small weights are ~1e-3; without the cosine + temperature every map
+    # would start flat and every slot the same, with a gradient too small to leave that state.
+    policy = build("l1", grounding_slots=2).eval()
+    batch = make_batch(2)
+    with torch.no_grad():
+        maps = policy.grounding_maps(batch)  # (B, N, K, h, w)
+        swapped = policy.grounding_maps({**batch, "task": ["put the blue cube in the bowl", "pick up the green cube"]})
+    assert maps.shape[:3] == (2, len(SPEC.cameras), 2)
+    torch.testing.assert_close(maps.sum((-1, -2)), torch.ones(maps.shape[:3]))
+    uniform = 1.0 / (maps.shape[-1] * maps.shape[-2])
+    assert maps.flatten(3).max(-1).values.min() > 2 * uniform, "every map starts with a peak"
+    assert (maps[:, :, 0] - maps[:, :, 1]).abs().sum((-1, -2)).min() > 0.05, "the two slots start apart"
+    assert (maps - swapped).abs().sum((-1, -2)).min() > 0.05, "another instruction moves every map"
+
+
+def test_grounding_query_is_a_function_of_the_words_alone() -> None:
+    # A bias on the word-to-query path is shared by every slot and instruction; in training it outgrew the
+    # word term and left one instruction-blind query. Whatever the weights, silent words must give no query.
+    grounding = GroundingAttention(d_model=16, feat_channels=4, n_slots=2, n_cameras=1, d_key=8)
+    with torch.no_grad():
+        for param in grounding.parameters():
+            param.normal_()
+    words = torch.zeros(3, 5, 16)
+    valid = torch.ones(3, 5, dtype=torch.bool)
+    assert grounding.read_instruction(words, valid).abs().max() == 0
+    assert grounding.read_instruction(torch.randn(3, 5, 16), valid).abs().max() > 0
