@@ -174,6 +174,17 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
     def arm_qpos(self) -> np.ndarray:
         return self.data.qpos[self._arm_qadr].copy()
 
+    def pose_arm(self, arm_q: np.ndarray) -> None:
+        """Put the arm's joints at ``arm_q`` and update positions (sites, cameras) without stepping physics.
+
+        For kinematic queries on a scratch env (where was the hand, what did the wrist camera see); it
+        leaves the simulation state inconsistent with its velocities, so reset before stepping again.
+        """
+        self.data.qpos[self._arm_qadr] = np.asarray(arm_q, dtype=float)[: len(self._arm_qadr)]
+        mujoco.mj_kinematics(self.model, self.data)
+        mujoco.mj_comPos(self.model, self.data)  # camera modes that track a centre of mass read it
+        mujoco.mj_camlight(self.model, self.data)  # mj_kinematics leaves camera poses alone
+
     def gripper_state(self) -> float:
         return self.robot.gripper_state(float(self.data.qpos[self._grip_qadr]))
 
@@ -244,14 +255,15 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
         obs["task"] = self.episode.instruction if self.episode else ""
         return obs
 
-    def _camera_id(self, cam: str) -> int:
+    def camera_id(self, cam: str) -> int:
+        """MuJoCo id of the camera behind observation ``observation.images.<cam>``."""
         name = cam if cam == "front" else PREFIX + self.robot.wrist_camera
         return self.model.camera(name).id
 
     def _render_camera(self, cam: str) -> np.ndarray:
         if self._renderer is None:
             self._renderer = _new_renderer(self.model, self.image_size)
-        self._renderer.update_scene(self.data, camera=self._camera_id(cam))
+        self._renderer.update_scene(self.data, camera=self.camera_id(cam))
         return self._renderer.render()
 
     @property
@@ -276,7 +288,7 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
             return None
         if self._big_renderer is None:
             self._big_renderer = _new_renderer(self.model, self.render_size)
-        self._big_renderer.update_scene(self.data, camera=self._camera_id("front"))
+        self._big_renderer.update_scene(self.data, camera=self.camera_id("front"))
         return self._big_renderer.render()
 
     def close(self) -> None:

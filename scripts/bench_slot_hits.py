@@ -23,9 +23,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 
+from envs.camera import project_to_pixels
 from envs.config import EnvConfig, make_env
 from vla.eval.rollout import env_feature_spec, obs_to_batch
-from vla.eval.slot_hits import KINDS, grounding_hits, project_to_pixels
+from vla.eval.slot_hits import KINDS, grounding_hits
 from vla.reporting import print_grid
 from vla.train.checkpoint import load_policy
 
@@ -50,7 +51,7 @@ def draw(policy, env_cfg: EnvConfig, seeds: range, path: Path) -> None:
             for c, cam in enumerate(cams):
                 image = obs[f"observation.images.{cam}"]
                 named = np.stack([base.cube_pos(base.episode.object_index), base.pad_pos(base.episode.target_index)])
-                px, vis = project_to_pixels(base.model, base.data, base._camera_id(cam), named, base.image_size)
+                px, vis = project_to_pixels(base.model, base.data, base.camera_id(cam), named, base.image_size)
                 for j in range(1 + k):
                     ax = axes[row, c * (1 + k) + j]
                     ax.imshow(image)

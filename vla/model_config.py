@@ -75,6 +75,10 @@ class BackboneConfig:
     # per slot and camera (attended features + expected image position; vla/backbones/grounding.py).
     # 0 turns it off; 2 gives one slot for the named object and one for the target to specialise into.
     grounding_slots: int = 0
+    # > 0: supervise slot 0 with where the hand was at the demo's grasp and slot 1 at its release, projected
+    # into each camera (vla/data/keyframes.py): cross-entropy over the stem cells, as Transporter networks
+    # train their pick attention. A training-only loss; it needs grounding_slots >= 2 and the training env.
+    grounding_loss_weight: float = 0.0
     dropout: float = 0.0
     # pretrained backbone (hf)
     path: str = ""
@@ -97,6 +101,13 @@ class BackboneConfig:
         for name in ("aug_shift_pad", "lora_r", "grounding_slots"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}; use 0 to disable it")
+        if self.grounding_loss_weight < 0:
+            raise ValueError(f"grounding_loss_weight must be >= 0 (0 disables it), got {self.grounding_loss_weight}")
+        if self.grounding_loss_weight > 0 and self.grounding_slots < 2:
+            raise ValueError(
+                f"grounding_loss_weight > 0 supervises slot 0 (grasp) and slot 1 (release), so it needs "
+                f"grounding_slots >= 2, got {self.grounding_slots}; set model.grounding_slots=2"
+            )
         for name in ("aug_brightness", "aug_contrast"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1) (0 disables it), got {getattr(self, name)}")

@@ -13,15 +13,17 @@ from collections import deque
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vla.backbones import BackboneOutput, build_backbone
+from vla.backbones.grounding import pixels_to_cell
 from vla.heads import build_head
 from vla.heads.goal import KeyframeGoalHead
 from vla.model_config import PolicyConfig
 from vla.processing import ImageAugment, Normalizer
 from vla.processing.relative import relative_pairs, to_absolute, to_relative
-from vla.types import ACTION_KEY, GOAL_KEY, STATE_KEY, TASK_KEY, FeatureSpec
+from vla.types import ACTION_KEY, GOAL_KEY, GOAL_PIXELS_KEY, STATE_KEY, TASK_KEY, FeatureSpec
 
 METADATA_VERSION = 1
 
@@ -132,7 +134,30 @@ class VLAPolicy(nn.Module):
             goal_l1 = self._goal_loss(prefix, batch)
             loss = loss + self.cfg.head.goal_loss_weight * goal_l1
             terms = {**terms, "goal_l1": goal_l1.item(), "loss": loss.item()}
+        if self.cfg.backbone.grounding_loss_weight > 0:
+            grounding_ce = self._grounding_loss(prefix, batch)
+            loss = loss + self.cfg.backbone.grounding_loss_weight * grounding_ce
+            terms = {**terms, "grounding_ce": grounding_ce.item(), "loss": loss.item()}
         return loss, terms
+
+    def _grounding_loss(self, prefix: BackboneOutput, batch: dict[str, Any]) -> torch.Tensor:
+        """Cross-entropy of slot 0's map (grasp) and slot 1's (release) against the stem cell under the hand's
+        keyframe position, per camera, over the frames and cameras where that target exists and is in view."""
+        if GOAL_PIXELS_KEY not in batch or "goal_pixels_is_pad" not in batch:
+            raise ValueError(
+                f"model.grounding_loss_weight > 0 needs batch[{GOAL_PIXELS_KEY!r}] and batch['goal_pixels_is_pad']: "
+                "build the data with ChunkDataset(..., keyframe_goals=True, keyframe_pixels=keyframe_pixels(...)), "
+                "or set model.grounding_loss_weight=0"
+            )
+        logits = prefix.grounding_logits
+        assert logits is not None  # grounding_loss_weight > 0 requires grounding slots (BackboneConfig)
+        grid = tuple(logits.shape[-2:])
+        pixels = torch.as_tensor(batch[GOAL_PIXELS_KEY], device=self.device, dtype=torch.float32)
+        valid = ~torch.as_tensor(batch["goal_pixels_is_pad"], device=self.device).bool()  # (B, N, 2)
+        target = pixels_to_cell(pixels, grid, tuple(self.spec.image_shape[1:]))  # (B, N, 2)
+        ce = F.cross_entropy(logits[:, :, : target.shape[-1]].flatten(3).flatten(0, 2).float(), target.flatten(),
+                             reduction="none").view_as(target)
+        return (ce * valid).sum() / valid.sum().clamp_min(1)
 
     def _goal_loss(self, prefix: BackboneOutput, batch: dict[str, Any]) -> torch.Tensor:
         assert self.goal_head is not None

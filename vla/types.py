@@ -16,6 +16,7 @@ ACTION_KEY = "action"
 TASK_KEY = "task"
 # Training-only target: the state at the episode's grasp and release keyframes (vla/data/keyframes.py).
 GOAL_KEY = "goal_state"
+GOAL_PIXELS_KEY = "goal_pixels"  # where the hand was at the grasp / release, in each camera's image
 
 
 @dataclass(frozen=True)

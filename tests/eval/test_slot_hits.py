@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from envs.camera import project_to_pixels
 from envs.config import EnvConfig, make_env
 from envs.tasks.language import COLOURS
 from vla.eval.rollout import env_feature_spec
-from vla.eval.slot_hits import KINDS, cell_centres, grounding_hits, nearest_kind, project_to_pixels
+from vla.eval.slot_hits import KINDS, cell_centres, grounding_hits, nearest_kind
 from vla.model_config import BackboneConfig, HeadConfig, PolicyConfig
 from vla.policy import VLAPolicy
 from vla.tokenizer import build_vocab
@@ -28,7 +29,7 @@ def test_projected_objects_land_on_their_colour_in_the_rendered_image(seed: int)
         obs, _ = env.reset(seed=seed)
         base = env.unwrapped
         image = obs["observation.images.front"].astype(float) / 255.0
-        cam = base._camera_id("front")
+        cam = base.camera_id("front")
         palette = {name: _hue(c[:3]) for name, c in COLOURS.items()}
         for kind, points, colours in (
             ("cube", [base.cube_pos(i) for i in range(base.task.n_cubes)], base.episode.cube_colours),
@@ -49,7 +50,7 @@ def test_points_behind_the_camera_or_outside_the_frame_are_not_visible() -> None
     try:
         env.reset(seed=0)
         base = env.unwrapped
-        cam = base._camera_id("front")
+        cam = base.camera_id("front")
         behind = base.data.cam_xpos[cam] + base.data.cam_xmat[cam].reshape(3, 3)[:, 2]  # along +z: behind it
         far_left = base.data.cam_xpos[cam] + base.data.cam_xmat[cam].reshape(3, 3) @ np.array([-50.0, 0.0, -1.0])
         _, visible = project_to_pixels(base.model, base.data, cam, np.stack([behind, far_left]), 32)

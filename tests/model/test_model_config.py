@@ -28,6 +28,8 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
         (dict(kind="hf", path="/x", vision_film=True), "vision_film"),
         (dict(kind="hf", path="/x", grounding_slots=2), "grounding_slots"),
         (dict(grounding_slots=-1), "grounding_slots"),
+        (dict(grounding_slots=1, grounding_loss_weight=1.0), "grounding_slots"),
+        (dict(grounding_slots=2, grounding_loss_weight=-1.0), "grounding_loss_weight"),
         (dict(aug_brightness=1.5), "aug_brightness"),
         (dict(dropout=1.0), "dropout"),
         (dict(kind="clip"), "kind"),

@@ -16,7 +16,7 @@ from model_helpers import (
     scratch_backbone,
 )
 
-from vla.backbones.grounding import GroundingAttention, soft_argmax
+from vla.backbones.grounding import GroundingAttention, pixels_to_cell, soft_argmax
 from vla.model_config import HeadConfig, PolicyConfig, backbone_preset
 from vla.policy import VLAPolicy
 from vla.types import FeatureSpec
@@ -239,3 +239,42 @@ def test_grounding_query_is_a_function_of_the_words_alone() -> None:
     valid = torch.ones(3, 5, dtype=torch.bool)
     assert grounding.read_instruction(words, valid).abs().max() == 0
     assert grounding.read_instruction(torch.randn(3, 5, 16), valid).abs().max() > 0
+
+
+def test_pixels_to_cell_matches_the_stem_cell_centres() -> None:
+    pixels = torch.tensor([[0.5, 0.5], [4.5, 0.5], [63.5, 63.5], [-9.0, 30.0], [2.4, 6.6]])
+    cells = pixels_to_cell(pixels, (16, 16), (64, 64))
+    # (0.5, 0.5) is cell 0's centre; 4 px right is the next column; the far corner is the last cell;
+    # a point off the image clamps to the edge column; (2.4, 6.6) rounds to column 0 (0.48), row 2 (1.53).
+    assert cells.tolist() == [0, 1, 255, 7 * 16 + 0, 2 * 16 + 0]
+
+
+def _grounding_batch(batch_size: int = 4) -> dict:
+    batch = make_batch(batch_size)
+    gen = torch.Generator().manual_seed(3)
+    size = SPEC.image_shape[1]
+    batch["goal_pixels"] = torch.rand(batch_size, len(SPEC.cameras), 2, 2, generator=gen) * size
+    is_pad = torch.zeros(batch_size, len(SPEC.cameras), 2, dtype=torch.bool)
+    is_pad[0, 1, 1] = True  # out of view in one camera
+    batch["goal_pixels_is_pad"] = is_pad
+    return batch
+
+
+def test_grounding_loss_pulls_each_slot_to_its_keyframe_cell() -> None:
+    policy = build("l1", grounding_slots=2, grounding_loss_weight=1.0)
+    batch = _grounding_batch()
+    _, terms = policy(batch)
+    assert "grounding_ce" in terms and terms["grounding_ce"] > 1.0
+    overfit(policy, batch, steps=60)
+    policy.eval()
+    with torch.no_grad():
+        maps = policy.grounding_maps(batch)  # (B, N, K, h, w)
+    target = pixels_to_cell(batch["goal_pixels"], tuple(maps.shape[-2:]), tuple(SPEC.image_shape[1:]))
+    hit = maps[:, :, :2].flatten(3).argmax(-1) == target
+    assert hit[~batch["goal_pixels_is_pad"]].float().mean() > 0.8
+
+
+def test_grounding_loss_without_targets_names_the_fix() -> None:
+    policy = build("l1", grounding_slots=2, grounding_loss_weight=1.0)
+    with pytest.raises(ValueError, match="keyframe_pixels"):
+        policy(make_batch(2))

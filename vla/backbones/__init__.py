@@ -19,6 +19,8 @@ from vla.types import FeatureSpec
 class BackboneOutput(NamedTuple):
     hidden: torch.Tensor  # (B, T, d_model)
     mask: torch.Tensor  # (B, T) bool, True on real tokens (False on instruction padding)
+    # (B, N_cams, K, h, w) attention logits of the grounding slots, when the backbone has them
+    grounding_logits: torch.Tensor | None = None
 
 
 def build_backbone(cfg: BackboneConfig, spec: FeatureSpec, vocab: list[str]) -> nn.Module:

@@ -15,6 +15,7 @@ Each (slot, camera) pair becomes one token of the language model's stream.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -73,22 +74,45 @@ class GroundingAttention(nn.Module):
         read = torch.einsum("bkt,btd->bkd", logits.softmax(-1), self.text_value(text))
         return self.to_query(read)
 
-    def attention_maps(self, features: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
-        """(B*N, C, H, W) features + (B, K, d_key) queries -> (B*N, K, H*W) softmax maps over positions."""
+    def attention_logits(self, features: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        """(B*N, C, H, W) features + (B, K, d_key) queries -> (B*N, K, H*W) logits over positions."""
         keys = F.normalize(self.pixel_key(features).flatten(2), dim=1)  # (B*N, d_key, H*W)
         queries = F.normalize(queries.repeat_interleave(self.n_cameras, 0), dim=-1)
-        return (self.log_temperature.exp() * torch.einsum("bkd,bdp->bkp", queries, keys)).softmax(-1)
+        return self.log_temperature.exp() * torch.einsum("bkd,bdp->bkp", queries, keys)
 
-    def forward(self, features: torch.Tensor, text: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def attention_maps(self, features: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        """(B*N, C, H, W) features + (B, K, d_key) queries -> (B*N, K, H*W) softmax maps over positions."""
+        return self.attention_logits(features, queries).softmax(-1)
+
+    def forward(self, features: torch.Tensor, text: torch.Tensor, valid: torch.Tensor) -> GroundingOutput:
         bn, _, h, w = features.shape
         if bn % self.n_cameras:
             raise ValueError(f"got {bn} feature maps, not a multiple of the {self.n_cameras} cameras")
-        maps = self.attention_maps(features, self.read_instruction(text, valid))
+        logits = self.attention_logits(features, self.read_instruction(text, valid))
+        maps = logits.softmax(-1)
         attended = torch.einsum("bkp,bdp->bkd", maps, self.pixel_value(features).flatten(2))
         mean, spread = soft_argmax(maps, h, w)
         tokens = self.out(torch.cat([attended, mean, spread], dim=-1))  # (B*N, K, d)
-        tokens = tokens.view(bn // self.n_cameras, self.n_cameras, self.n_slots, -1) + self.slot_camera_embed
-        return tokens.flatten(1, 2)
+        b = bn // self.n_cameras
+        tokens = tokens.view(b, self.n_cameras, self.n_slots, -1) + self.slot_camera_embed
+        return GroundingOutput(tokens.flatten(1, 2), logits.view(b, self.n_cameras, self.n_slots, h, w))
+
+
+class GroundingOutput(NamedTuple):
+    tokens: torch.Tensor  # (B, N*K, d) for the language model's stream
+    logits: torch.Tensor  # (B, N, K, h, w) attention logits, for a supervised grounding loss
+
+
+def pixels_to_cell(pixels: torch.Tensor, grid_hw: tuple[int, int], image_hw: tuple[int, int]) -> torch.Tensor:
+    """(..., 2) continuous pixel coordinates (x, y) -> (...) row-major index of the nearest stem cell.
+
+    The stem's stride-2 convolutions (padding 1) centre cell i on pixel i * stride, i.e. on continuous
+    coordinate i * stride + 0.5, with stride = image size / grid size; points off the image clamp to the edge.
+    """
+    (h, w), (img_h, img_w) = grid_hw, image_hw
+    col = ((pixels[..., 0] - 0.5) / (img_w / w)).round().long().clamp(0, w - 1)
+    row = ((pixels[..., 1] - 0.5) / (img_h / h)).round().long().clamp(0, h - 1)
+    return row * w + col
 
 
 def soft_argmax(maps: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:

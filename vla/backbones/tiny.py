@@ -132,10 +132,11 @@ class ScratchVLM(nn.Module):
             parts = [(visual, _all_valid(visual)), (text, text_valid)]
         else:
             parts = [(text, text_valid), (visual, _all_valid(visual))]
+        grounding_logits = None
         if self.grounding is not None and words is not None:
             # Just before the state token, so under causal attention the state token and every later
             # reader see where the named object and target are, whatever the token order.
-            grounded = self.grounding(features, words, text_valid)
+            grounded, grounding_logits = self.grounding(features, words, text_valid)
             parts.append((grounded, _all_valid(grounded)))
         parts.append((state_tok, _all_valid(state_tok)))
         x = torch.cat([p[0] for p in parts], dim=1)
@@ -152,7 +153,7 @@ class ScratchVLM(nn.Module):
             if str(i) in self.cross_blocks:
                 # Every visual token is real, so the cross-attention needs no mask.
                 x = self.cross_blocks[str(i)](x, memory=visual)
-        return BackboneOutput(self.norm(x), valid)
+        return BackboneOutput(self.norm(x), valid, grounding_logits)
 
 
 class _Instruction(NamedTuple):

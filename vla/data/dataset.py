@@ -23,7 +23,7 @@ from torchvision.io import ImageReadMode, decode_image
 
 from vla.data.keyframes import gripper_keyframes
 from vla.model_config import GOAL_FRAMES
-from vla.types import ACTION_KEY, GOAL_KEY, IMAGE_PREFIX, STATE_KEY, TASK_KEY, FeatureSpec
+from vla.types import ACTION_KEY, GOAL_KEY, GOAL_PIXELS_KEY, IMAGE_PREFIX, STATE_KEY, TASK_KEY, FeatureSpec
 
 
 @dataclass
@@ -202,10 +202,13 @@ class ChunkDataset(Dataset):
     """
 
     def __init__(self, store: FrameStore, chunk_size: int, episodes: Sequence[int] | None = None,
-                 uint8_images: bool = False, keyframe_goals: bool = False, goal_frames: str = "all") -> None:
+                 uint8_images: bool = False, keyframe_goals: bool = False, goal_frames: str = "all",
+                 keyframe_pixels: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         """``keyframe_goals`` adds ``goal_state`` (B, 2, S), the state at the episode's grasp and release
         (vla/data/keyframes.py), and ``goal_is_pad`` (B, 2), True where the episode has no such keyframe;
-        with ``goal_frames="before"`` also True on the keyframe's own frame and every frame after it."""
+        with ``goal_frames="before"`` also True on the keyframe's own frame and every frame after it.
+        ``keyframe_pixels``, from ``keyframe_pixels()`` over the whole store, adds ``goal_pixels``
+        (B, n_cameras, 2, 2) and ``goal_pixels_is_pad`` (B, n_cameras, 2): also padded out of view."""
         if goal_frames not in GOAL_FRAMES:
             raise ValueError(f"goal_frames must be one of {GOAL_FRAMES}, got {goal_frames!r}")
         if chunk_size < 1:
@@ -222,6 +225,15 @@ class ChunkDataset(Dataset):
                 raise ValueError("keyframe goals are found from the gripper command, and this dataset's "
                                  "actions have no gripper dim; set head.goal_loss_weight=0")
             self.keyframes = gripper_keyframes(store.action, store.episode_end, store.spec.gripper_dims[0])
+        if keyframe_pixels is not None:
+            if self.keyframes is None:
+                raise ValueError("keyframe_pixels are padded like the keyframe goals; pass keyframe_goals=True too")
+            pixels, seen = keyframe_pixels
+            want = (len(store), len(store.spec.cameras), 2)
+            if tuple(seen.shape) != want or tuple(pixels.shape) != (*want, 2):
+                raise ValueError(f"keyframe_pixels have shapes {tuple(pixels.shape)} and {tuple(seen.shape)}; "
+                                 f"expected {(*want, 2)} and {want} (every frame of the store, every camera)")
+        self.keyframe_pixels = keyframe_pixels
 
     def __len__(self) -> int:
         return int(self.frames.numel())
@@ -249,6 +261,10 @@ class ChunkDataset(Dataset):
             batch["goal_is_pad"] = ~key_valid[frames]
             if self.goals_before_keyframe:
                 batch["goal_is_pad"] |= frames[:, None] >= key_frames[frames]
+        if self.keyframe_pixels is not None:
+            pixels, seen = self.keyframe_pixels
+            batch[GOAL_PIXELS_KEY] = pixels[frames]
+            batch["goal_pixels_is_pad"] = ~seen[frames] | batch["goal_is_pad"][:, None, :]
         return batch
 
 

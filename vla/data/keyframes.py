@@ -5,12 +5,23 @@ object was, and its configuration when the gripper opens again says where the na
 read off the recorded episode after the fact (no simulator state is needed), and both are the same for
 every frame of the episode, so they give every training frame a target that only the image and the
 instruction can explain: the arm's own state cannot. ``vla/heads/goal.py`` predicts them as an
-auxiliary loss.
+auxiliary loss; ``keyframe_pixels`` turns them into image positions that supervise the grounding slots.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
 import torch
+
+from envs.camera import project_to_pixels
+from envs.config import EnvConfig, make_env
+
+if TYPE_CHECKING:
+    from envs.tabletop import TabletopEnv
+    from vla.data.dataset import FrameStore
 
 # Keyframes per episode, in this order.
 KEYFRAMES = ("grasp", "release")
@@ -42,3 +53,66 @@ def gripper_keyframes(
                 frames[start:end, 1], valid[start:end, 1] = start + grasp + int(back[0]), True
         start = end
     return frames, valid
+
+
+def keyframe_pixels(env: TabletopEnv, state: torch.Tensor, keyframes: tuple[torch.Tensor, torch.Tensor],
+                    cameras: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per frame and camera: where the hand was at its episode's grasp and release, in that frame's image.
+
+    The hand's position at the grasp is where the named object was, and at the release where the named
+    target is, so these are image-space targets for the grounding slots (vla/backbones/grounding.py) read
+    off the demo alone: forward kinematics of the recorded keyframe joints, then each camera's projection
+    at the frame's own arm pose (a wrist camera moves with the arm; a fixed one does not).
+    ``env`` is a scratch env of the demos' robot and image size; its arm is moved around. ``state`` (N, S)
+    and ``keyframes`` follow ``gripper_keyframes``. Returns pixel coordinates (N, n_cameras, 2, 2) float32
+    and (N, n_cameras, 2) bool: the keyframe exists and its point is in view.
+    """
+    frames, valid = keyframes[0].numpy(), keyframes[1].numpy()
+    n = state.shape[0]
+    states = state.double().numpy()
+    key_frames, which = np.unique(frames, return_inverse=True)
+    hand_at = np.empty((len(key_frames), 3))
+    for j, f in enumerate(key_frames):
+        env.pose_arm(states[f])
+        hand_at[j] = env.ee_pos()
+    hand = hand_at[which.reshape(frames.shape)]  # (N, 2, 3)
+    hand[~valid] = np.nan
+    pixels = np.zeros((n, len(cameras), len(KEYFRAMES), 2), dtype=np.float32)
+    seen = np.zeros((n, len(cameras), len(KEYFRAMES)), dtype=bool)
+    ids = [env.camera_id(c) for c in cameras]
+    # A camera on the world body never moves: project every frame's points at once.
+    fixed = [c for c, cam in enumerate(ids) if env.model.cam_bodyid[cam] == 0]
+    moving = [c for c in range(len(ids)) if c not in fixed]
+    env.pose_arm(states[0])
+    for c in fixed:
+        px, vis = project_to_pixels(env.model, env.data, ids[c], hand.reshape(-1, 3), env.image_size)
+        pixels[:, c], seen[:, c] = px.reshape(n, -1, 2), vis.reshape(n, -1)
+    if moving:
+        for i in range(n):
+            env.pose_arm(states[i])
+            for c in moving:
+                pixels[i, c], seen[i, c] = project_to_pixels(env.model, env.data, ids[c], hand[i], env.image_size)
+    seen &= valid[:, None, :]
+    return torch.from_numpy(np.nan_to_num(pixels)), torch.from_numpy(seen)
+
+
+def grounding_targets(store: FrameStore, env_cfg: EnvConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The grounding slots' image-space targets for every frame of ``store`` (vla/data/keyframes.py), computed
+    with a scratch env of the training config's robot and cameras, which must match the demos' images."""
+    if not store.spec.gripper_dims:
+        raise ValueError("grounding targets come from the gripper keyframes, and this dataset's actions have no "
+                         "gripper dim; set model.grounding_loss_weight=0")
+    env = make_env(env_cfg)
+    try:
+        base = env.unwrapped
+        if (base.image_size, base.image_size) != tuple(store.spec.image_shape[1:]) or \
+                not set(store.spec.cameras) <= set(base.cameras):
+            raise ValueError(
+                f"the demos have cameras {list(store.spec.cameras)} at {tuple(store.spec.image_shape[1:])} and env "
+                f"{env_cfg.task!r} renders {list(base.cameras)} at {base.image_size} px: the grounding targets are "
+                "projected through the env's cameras, so set env.image_size (and env.cameras) to the demos'"
+            )
+        keyframes = gripper_keyframes(store.action, store.episode_end, store.spec.gripper_dims[0])
+        return keyframe_pixels(base, store.state, keyframes, store.spec.cameras)
+    finally:
+        env.close()

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import mujoco
 import numpy as np
 import torch
 
+from envs.camera import project_to_pixels
 from envs.config import EnvConfig, make_env
 from envs.tabletop import TabletopEnv
 from vla.eval.rollout import obs_to_batch
@@ -23,23 +23,6 @@ from vla.policy import VLAPolicy
 
 # What a slot's peak can land on, in the order of the counts below.
 KINDS = ("named cube", "named pad", "other cube", "other pad")
-
-
-def project_to_pixels(model: mujoco.MjModel, data: mujoco.MjData, camera: int, points: np.ndarray,
-                      size: int) -> tuple[np.ndarray, np.ndarray]:
-    """World points (N, 3) -> (N, 2) continuous pixel coordinates (x right, y down) in a size x size image
-    rendered from ``camera``, and (N,) whether each point is in front of the camera and inside the image.
-
-    MuJoCo cameras look along their frame's -z with +y up; ``cam_fovy`` is the vertical field of view.
-    """
-    rot = data.cam_xmat[camera].reshape(3, 3)
-    rel = (np.asarray(points, dtype=float) - data.cam_xpos[camera]) @ rot  # camera-frame coordinates
-    depth = -rel[:, 2]
-    focal = 0.5 * size / np.tan(np.deg2rad(model.cam_fovy[camera]) / 2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        px = np.stack([0.5 * size + focal * rel[:, 0] / depth, 0.5 * size - focal * rel[:, 1] / depth], axis=1)
-    visible = (depth > 0) & np.all((px >= 0) & (px < size), axis=1)
-    return px, visible
 
 
 def cell_centres(h: int, w: int, image_size: int) -> np.ndarray:
@@ -131,7 +114,7 @@ def grounding_hits(policy: VLAPolicy, env_cfg: EnvConfig, seeds: Sequence[int]) 
                 hits = GroundingHits(cams, maps.shape[1])
             centres = cell_centres(maps.shape[2], maps.shape[3], base.image_size)
             for c, cam in enumerate(cams):
-                objects = _scene_objects(base, base._camera_id(cam))
+                objects = _scene_objects(base, base.camera_id(cam))
                 if len(objects["named cube"]) == 0 or len(objects["named pad"]) == 0:
                     continue
                 hits.add_chance(cam, centres, objects)

@@ -101,7 +101,7 @@ class FlowHead(nn.Module):
             raise ValueError(f"n_samples and num_steps must be >= 1, got {n_samples} and {steps}")
         b = prefix.hidden.shape[0]
         # Repeat the prefix rather than recompute it: the backbone already ran once for this batch.
-        prefix = BackboneOutput(*(t.repeat_interleave(n_samples, dim=0) for t in prefix))
+        prefix = BackboneOutput(*(None if t is None else t.repeat_interleave(n_samples, dim=0) for t in prefix))
         device = prefix.hidden.device
         # The chunk is integrated in float32 even when the network runs in bf16, so steps do not lose precision.
         x = _rand((b * n_samples, self.chunk_size, self.action_dim), device, generator)

@@ -26,6 +26,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from envs.config import EnvConfig
 from vla.config import LoggerConfig, TrainConfig
 from vla.data.dataset import ChunkDataset, FrameStore, load_frames
+from vla.data.keyframes import grounding_targets
 from vla.supervision.config import GateConfig
 from vla.supervision.control_app import ControlAppConfig, RecordConfig, run_control
 from vla.supervision.control_loop import ControlConfig, EpisodeReport, summarize
@@ -103,16 +104,21 @@ class FrameListDataset(ChunkDataset):
     """A ChunkDataset over an explicit list of frame indices (repeats allowed: that is the weighting).
 
     ``keyframes``: per-frame (frames, valid) keyframe goals as ``gripper_keyframes`` returns them, for a
-    policy trained with the keyframe-goal loss; None leaves goals out of the batches.
+    policy trained with the keyframe-goal loss; None leaves goals out of the batches. ``keyframe_pixels``:
+    per-frame image targets of the grounding slots (``keyframe_pixels``), which need the keyframes too.
     """
 
     def __init__(self, store: FrameStore, chunk_size: int, frames: torch.Tensor,
-                 keyframes: tuple[torch.Tensor, torch.Tensor] | None = None, goal_frames: str = "all") -> None:
+                 keyframes: tuple[torch.Tensor, torch.Tensor] | None = None, goal_frames: str = "all",
+                 keyframe_pixels: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         super().__init__(store, chunk_size, goal_frames=goal_frames)
         if frames.numel() == 0:
             raise ValueError("no frames to train on")
+        if keyframe_pixels is not None and keyframes is None:
+            raise ValueError("keyframe_pixels are padded like the keyframe goals; pass the keyframes too")
         self.frames = frames.to(torch.long)
         self.keyframes = keyframes
+        self.keyframe_pixels = keyframe_pixels
 
 
 def demo_keyframes(demos: FrameStore, extra_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,6 +132,13 @@ def demo_keyframes(demos: FrameStore, extra_frames: int) -> tuple[torch.Tensor, 
     frames, valid = keyframes
     pad = torch.zeros(extra_frames, frames.shape[1], dtype=torch.long)
     return torch.cat([frames, pad]), torch.cat([valid, pad.bool()])
+
+
+def demo_keyframe_pixels(demos: FrameStore, extra_frames: int, env_cfg: EnvConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grounding targets of the demos (``grounding_targets``), then ``extra_frames`` frames with none in view."""
+    pixels, seen = grounding_targets(demos, env_cfg)
+    return (torch.cat([pixels, pixels.new_zeros(extra_frames, *pixels.shape[1:])]),
+            torch.cat([seen, seen.new_zeros(extra_frames, *seen.shape[1:])]))
 
 
 def takeover_segment_ends(flags: torch.Tensor, episode_end: torch.Tensor) -> torch.Tensor:
@@ -151,11 +164,13 @@ class DaggerData:
 
 def dagger_dataset(demos: FrameStore, interventions: FrameStore, flags: dict[int, Any], chunk_size: int,
                    intervention_weight: float, policy_frames: bool = False, keyframe_goals: bool = False,
-                   goal_frames: str = "all") -> DaggerData:
+                   goal_frames: str = "all", grounding_env: EnvConfig | None = None) -> DaggerData:
     """Demos + the operator frames of the intervention episodes, weighted; see the module docstring.
 
     ``keyframe_goals``: batches carry the demos' keyframe goals (vla/data/keyframes.py), for a checkpoint
-    with a keyframe-goal head; operator frames have none (``goal_is_pad``).
+    with a keyframe-goal head; operator frames have none (``goal_is_pad``). ``grounding_env``: batches also
+    carry the demos' grounding targets, projected through that env's cameras (a checkpoint trained with
+    model.grounding_loss_weight > 0); operator frames have none.
     """
     store, start = concat_stores(demos, interventions)
     ep = interventions.episode_index
@@ -175,8 +190,9 @@ def dagger_dataset(demos: FrameStore, interventions: FrameStore, flags: dict[int
     extra = operator[torch.randperm(len(operator), generator=torch.Generator().manual_seed(0))[
         : round(frac * len(operator))]]
     parts = [torch.arange(start), operator.repeat(whole), extra] + ([own] if policy_frames else [])
-    keyframes = demo_keyframes(demos, len(interventions)) if keyframe_goals else None
-    dataset = FrameListDataset(store, chunk_size, torch.cat(parts), keyframes, goal_frames)
+    keyframes = demo_keyframes(demos, len(interventions)) if keyframe_goals or grounding_env else None
+    pixels = demo_keyframe_pixels(demos, len(interventions), grounding_env) if grounding_env else None
+    dataset = FrameListDataset(store, chunk_size, torch.cat(parts), keyframes, goal_frames, pixels)
     return DaggerData(dataset, start, len(operator), len(own) if policy_frames else 0, len(flags))
 
 
@@ -205,7 +221,8 @@ def finetune(cfg: FinetuneAppConfig, run_dir: str | Path, config_yaml: str) -> t
     _, stats = ckpt_io.read_metadata(cfg.checkpoint)
     data = dagger_dataset(demos, inter, read_intervention_flags(cfg.interventions), policy.cfg.head.chunk_size,
                           cfg.intervention_weight, cfg.policy_frames, keyframe_goals=policy.goal_head is not None,
-                          goal_frames=policy.cfg.head.goal_frames)
+                          goal_frames=policy.cfg.head.goal_frames,
+                          grounding_env=cfg.env if policy.cfg.backbone.grounding_loss_weight > 0 else None)
     log.info("fine-tuning on %d demo frames + %d operator frames (x%g) from %d episodes", data.demo_frames,
              data.operator_frames, cfg.intervention_weight, data.episodes)
     logger = build_logger(cfg.logger, run_dir, OmegaConf.to_container(OmegaConf.structured(cfg)))
