@@ -27,12 +27,13 @@ from envs.camera import project_to_pixels
 from envs.config import EnvConfig, make_env
 from vla.eval.rollout import env_feature_spec, obs_to_batch
 from vla.eval.slot_hits import KINDS, grounding_hits
+from vla.policy import VLAPolicy
 from vla.reporting import print_grid
 from vla.train.checkpoint import load_policy
 
 
 @torch.no_grad()
-def draw(policy, env_cfg: EnvConfig, seeds: range, path: Path) -> None:
+def draw(policy: VLAPolicy, env_cfg: EnvConfig, seeds: range, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -142,7 +142,10 @@ class VLAPolicy(nn.Module):
 
     def _grounding_loss(self, prefix: BackboneOutput, batch: dict[str, Any]) -> torch.Tensor:
         """Cross-entropy of slot 0's map (grasp) and slot 1's (release) against the stem cell under the hand's
-        keyframe position, per camera, over the frames and cameras where that target exists and is in view."""
+        keyframe position, per camera, over the frames and cameras where that target exists and is in view.
+
+        The random-shift augmentation moves the image (by up to ``aug_shift_pad`` pixels) under a target that
+        stays put: at most about one cell of label noise at 64 px, accepted to keep the augmentation simple."""
         if GOAL_PIXELS_KEY not in batch or "goal_pixels_is_pad" not in batch:
             raise ValueError(
                 f"model.grounding_loss_weight > 0 needs batch[{GOAL_PIXELS_KEY!r}] and batch['goal_pixels_is_pad']: "

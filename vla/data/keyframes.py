@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import mujoco
 import numpy as np
 import torch
 
@@ -80,10 +81,11 @@ def keyframe_pixels(env: TabletopEnv, state: torch.Tensor, keyframes: tuple[torc
     pixels = np.zeros((n, len(cameras), len(KEYFRAMES), 2), dtype=np.float32)
     seen = np.zeros((n, len(cameras), len(KEYFRAMES)), dtype=bool)
     ids = [env.camera_id(c) for c in cameras]
-    # A camera on the world body never moves: project every frame's points at once.
-    fixed = [c for c, cam in enumerate(ids) if env.model.cam_bodyid[cam] == 0]
+    # A fixed-mode camera on the world body never moves: project every frame's points at once.
+    fixed = [c for c, cam in enumerate(ids)
+             if env.model.cam_bodyid[cam] == 0 and env.model.cam_mode[cam] == mujoco.mjtCamLight.mjCAMLIGHT_FIXED]
     moving = [c for c in range(len(ids)) if c not in fixed]
-    env.pose_arm(states[0])
+    env.pose_arm(states[0])  # any pose: it computes the camera poses the projection reads
     for c in fixed:
         px, vis = project_to_pixels(env.model, env.data, ids[c], hand.reshape(-1, 3), env.image_size)
         pixels[:, c], seen[:, c] = px.reshape(n, -1, 2), vis.reshape(n, -1)
@@ -97,7 +99,7 @@ def keyframe_pixels(env: TabletopEnv, state: torch.Tensor, keyframes: tuple[torc
 
 
 def grounding_targets(store: FrameStore, env_cfg: EnvConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """The grounding slots' image-space targets for every frame of ``store`` (vla/data/keyframes.py), computed
+    """The grounding slots' image-space targets for every frame of ``store`` (``keyframe_pixels``), computed
     with a scratch env of the training config's robot and cameras, which must match the demos' images."""
     if not store.spec.gripper_dims:
         raise ValueError("grounding targets come from the gripper keyframes, and this dataset's actions have no "
