@@ -1,6 +1,7 @@
 """The main job on the embedded default: record PickCube demos, train the tiny VLA, evaluate it.
 
     python scripts/demo.py [--episodes 200] [--steps 5000] [--eval-episodes 50] [--out outputs/demo]
+    python scripts/demo.py --task pick_place --episodes 1000 --steps 12000 --out outputs/demo_pick_place
 
 Each stage is the project's own Hydra entry point, run as a subprocess with explicit overrides, so
 the demo exercises exactly what users run. Stages resume: existing demos are extended, not
@@ -32,6 +33,14 @@ def run_stage(name: str, args: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def grounding_args(choice: str, task: str) -> list[str]:
+    """Overrides of the grounding recipe; PickCube's single cube needs none of it."""
+    if choice == "off" or (choice == "auto" and task == "pick_cube"):
+        return []
+    return ["model.token_order=text_first", "model.grounding_slots=2", "model.grounding_loss_weight=1.0",
+            "head.goal_loss_weight=1.0", "head.goal_frames=before"]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default="pick_cube")
@@ -42,6 +51,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default="outputs/demo")
     p.add_argument("--data-root", default=None, help="default: data/demo_<task>_<image size>")
+    p.add_argument("--grounding", choices=["auto", "on", "off"], default="auto",
+                   help="supervised grounding slots and keyframe goals, the recipe that finds the named cube among "
+                        "look-alikes (docs/BENCHMARKS.md, PickPlace); auto: on for every task but pick_cube")
     a = p.parse_args()
 
     out = Path(a.out)
@@ -57,7 +69,8 @@ def main() -> None:
     resume = ["resume=true"] if (run_dir / "checkpoints").exists() else []
     timings["train"] = run_stage("train", [
         "scripts/train.py", *env_args, f"data.root={data_root}", f"data.repo_id=local/demo_{a.task}",
-        "model=tiny", "head=l1", "train=demo", f"train.steps={a.steps}", f"hydra.run.dir={run_dir}", *resume,
+        "model=tiny", "head=l1", *grounding_args(a.grounding, a.task), "train=demo", f"train.steps={a.steps}",
+        f"hydra.run.dir={run_dir}", *resume,
     ])
     eval_dir = out / "eval"
     timings["evaluate"] = run_stage("evaluate", [
