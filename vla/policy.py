@@ -107,11 +107,10 @@ class VLAPolicy(nn.Module):
 
     def grounding_maps(self, batch: dict[str, Any]) -> torch.Tensor:
         """(B, N_cams, K, h, w): where each grounding slot looks in each camera (see vla/eval/slot_hits.py)."""
-        maps_of = getattr(self.backbone, "grounding_maps", None)
-        if maps_of is None:
-            raise ValueError(f"{type(self.backbone).__name__} has no grounding slots; use model.kind=scratch")
-        images = self._images(batch)
-        return maps_of(images, self._tasks(batch, images.shape[0]))
+        logits = self.encode(batch).grounding_logits
+        if logits is None:
+            raise ValueError(f"{type(self.backbone).__name__} has no grounding slots; set model.grounding_slots>0")
+        return logits.flatten(3).softmax(-1).view_as(logits)
 
     # ---------------------------------------------------------------- training
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:

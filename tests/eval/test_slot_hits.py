@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from envs.config import EnvConfig, make_env
+from vla.backbones.grounding import cell_centres
 from vla.eval.rollout import env_feature_spec
-from vla.eval.slot_hits import KINDS, cell_centres, grounding_hits, nearest_kind
+from vla.eval.slot_hits import KINDS, grounding_hits, nearest_kind
 from vla.model_config import BackboneConfig, HeadConfig, PolicyConfig
 from vla.policy import VLAPolicy
 from vla.tokenizer import build_vocab

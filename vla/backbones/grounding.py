@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -129,3 +130,11 @@ def _coordinate_grid(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
     xs = torch.linspace(-1.0, 1.0, w, device=like.device, dtype=like.dtype)
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([grid_x, grid_y], dim=-1).view(h * w, 2)
+
+
+def cell_centres(h: int, w: int, image_size: int) -> np.ndarray:
+    """(h*w, 2) continuous pixel coordinates (x, y) of the stem cells' centres, row-major: the inverse of
+    ``pixels_to_cell`` (cell i centred on i * stride + 0.5)."""
+    stride_y, stride_x = image_size / h, image_size / w
+    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    return np.stack([cols * stride_x + 0.5, rows * stride_y + 0.5], axis=-1).reshape(-1, 2)

@@ -112,16 +112,6 @@ class ScratchVLM(nn.Module):
                 film = self.film(self.instruction_encoder.pool(words, text_valid))
         return _Instruction(text, text_valid, words, film)
 
-    def grounding_maps(self, images: torch.Tensor, tasks: list[str]) -> torch.Tensor:
-        """(B, N, 3, H, W) + instructions -> (B, N, K, h, w) attention of each grounding slot per camera."""
-        if self.grounding is None:
-            raise ValueError("this backbone was built with grounding_slots=0; it has no grounding maps")
-        instr = self._read_instruction(tasks, images)
-        assert instr.words is not None  # built whenever grounding is
-        _, features = self.encode_images(images, instr.film)
-        maps = self.grounding.attention_maps(features, self.grounding.read_instruction(instr.words, instr.valid))
-        return maps.view(*images.shape[:2], -1, *features.shape[-2:])
-
     def forward(self, images: torch.Tensor, tasks: list[str], state: torch.Tensor) -> BackboneOutput:
         text, text_valid, words, film = self._read_instruction(tasks, images)
         visual, features = self.encode_images(images, film)

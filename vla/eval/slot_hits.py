@@ -18,22 +18,12 @@ import torch
 from envs.camera import project_to_pixels
 from envs.config import EnvConfig, make_env
 from envs.tabletop import TabletopEnv
+from vla.backbones.grounding import cell_centres
 from vla.eval.rollout import obs_to_batch
 from vla.policy import VLAPolicy
 
 # What a slot's peak can land on, in the order of the counts below.
 KINDS = ("named cube", "named pad", "other cube", "other pad")
-
-
-def cell_centres(h: int, w: int, image_size: int) -> np.ndarray:
-    """(h*w, 2) pixel coordinates of the feature-grid cells, row-major.
-
-    Each stride-2 3x3 convolution (padding 1) centres its output i on input i*2, so after the stem a cell i
-    is centred on pixel i*stride, i.e. continuous coordinate i*stride + 0.5.
-    """
-    stride_y, stride_x = image_size / h, image_size / w
-    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    return np.stack([cols * stride_x + 0.5, rows * stride_y + 0.5], axis=-1).reshape(-1, 2)
 
 
 def nearest_kind(peak: np.ndarray, objects: dict[str, np.ndarray]) -> str:
