@@ -131,7 +131,9 @@ def test_keys_approve_veto_takeover_jog_handback_abort_and_estop(pty_, env):
     z = gate.safety.forward(jogged[:6])[0][2]
     assert z == pytest.approx(at_takeover[0][2] + 0.02, abs=3e-3)
     assert second.aborted and second.steps == 0 and second.abort_reason == "emergency stop (space)"
-    assert b"EMERGENCY STOP" in pty_.out and b"gate asks you" in pty_.out
+    # The pty reader thread may not have read the last lines yet when the episode thread ends: wait for them.
+    pty_.expect(b"EMERGENCY STOP")
+    pty_.expect(b"gate asks you")
 
     op.close()
     assert termios.tcgetattr(pty_.slave) == before  # the terminal is restored
