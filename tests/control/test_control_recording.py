@@ -155,7 +155,8 @@ def test_terminal_emergency_stop_key_stops_the_loop_safely():
         env.close()
         out = b""
         while True:
-            if not select.select([master], [], [], 0)[0]:
+            # Linux hands pty output to the master side asynchronously: allow it a moment to arrive.
+            if not select.select([master], [], [], 0.5)[0]:
                 break
             out += os.read(master, 4096)
         os.close(master)
