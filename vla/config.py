@@ -49,7 +49,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1  # the cosine ends at lr * min_lr_ratio
     grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    compile: bool = False  # torch.compile the policy's forward
+    compile: bool = False  # torch.compile each transformer layer and conv stem (vla/train/compile.py)
     log_every: int = 50
     save_every: int = 5_000  # a checkpoint is also written at the last step
     keep_last: int = 3  # checkpoints kept on disk (0: keep all)

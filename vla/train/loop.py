@@ -40,6 +40,7 @@ from vla.data.stats import Stats, compute_stats, relative_action_stats
 from vla.reporting import print_table
 from vla.train import checkpoint as ckpt_io
 from vla.train.checkpoint import get_rng_state, isolated_rng, set_rng_state
+from vla.train.compile import compile_regions
 from vla.train.ema import WeightEMA
 from vla.train.logger import NullLogger, RunLogger, build_logger
 from vla.train.optim import build_optimizer, build_scheduler
@@ -271,12 +272,13 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def fit(self) -> TrainResult:
         cfg, info = self.cfg, self.info
+        if cfg.compile:
+            regions = compile_regions(self.policy)
+            log.info("torch.compile: %d regions (transformer layers and conv stems)", len(regions))
         model: nn.Module = self.policy
         if info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        if cfg.compile:
-            model = torch.compile(model)
         self.policy.train()
         params = [p for p in self.policy.parameters() if p.requires_grad]
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
