@@ -55,6 +55,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--n-samples", type=int, default=4, help="flow samples per call of the risk score (0: skip)"
     )
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows on CUDA")
+    p.add_argument(
+        "--compile-train",
+        action="store_true",
+        help="add training rows with regional torch.compile (ours and the reference; compiles for minutes on a CPU)",
+    )
     p.add_argument("--control-steps", type=int, default=50, help="ticks per control-loop run (0: skip)")
     p.add_argument("--control-hz", type=float, default=10.0)
     p.add_argument("--skip", nargs="*", default=[], choices=["train", "latency", "control"])
@@ -86,9 +91,10 @@ def main(argv: list[str] | None = None) -> list[Section]:
         rows = []
         for preset in a.presets:
             measured = training_throughput(
-                scene, preset, batch_size, a.train_steps, a.train_warmup, a.rounds, device, bf16=cuda
+                scene, preset, batch_size, a.train_steps, a.train_warmup, a.rounds, device, bf16=cuda,
+                compiled=a.compile_train,
             )
-            ref = next(r for r in measured if r.model.startswith("transformers"))
+            ref = next(r for r in measured if r.model == f"transformers reference {preset} (l1 head)")
             rows += [
                 [
                     r.model,

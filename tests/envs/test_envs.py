@@ -1,3 +1,5 @@
+import itertools
+
 import gymnasium as gym
 import mujoco
 import numpy as np
@@ -82,6 +84,31 @@ def test_expert_solves_seeded_episodes(task):
             if terminated or truncated:
                 break
         assert info["is_success"], f"{task} seed {100 + seed} failed in phase {expert.phase}"
+    env.close()
+
+
+@pytest.mark.parametrize("robot", sorted(ROBOTS))
+@pytest.mark.parametrize("task", ["pick_place", "stack"])
+def test_expert_lowers_without_going_back_up(task, robot):
+    """Once the expert lowers the hand onto a cube or the cube onto its place, it does not go back up.
+
+    Demos that alternate up and down in the same state teach a policy to hover there (the average).
+    """
+    env = TabletopEnv(task=task, robot=robot, cameras=())
+    back_up = {"descend": ("approach", "clear"), "place": ("carry", "lift")}
+    for seed in range(6):
+        env.reset(seed=200 + seed)
+        expert = ScriptedExpert(env)
+        phases = ["start"]
+        for _ in range(env.max_steps):
+            _, _, terminated, truncated, info = env.step(expert.act())
+            phases.append(expert.phase)
+            if info["is_success"] or terminated or truncated:
+                break
+        assert info["is_success"], f"{task}/{robot} seed {200 + seed} failed in phase {expert.phase}"
+        assert "place" in phases
+        turns = [(a, b) for a, b in itertools.pairwise(phases) if b in back_up.get(a, ())]
+        assert not turns, f"{task}/{robot} seed {200 + seed}: went back up {turns} in {' '.join(phases)}"
     env.close()
 
 

@@ -9,6 +9,7 @@ benchmark then needs no recorded demos.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from vla.eval.rollout import env_feature_spec, obs_to_batch
 from vla.model_config import HeadConfig, PolicyConfig, backbone_preset
 from vla.policy import VLAPolicy
 from vla.tokenizer import build_vocab
+from vla.train.compile import compile_regions
 from vla.types import ACTION_KEY, STATE_KEY, TASK_KEY, FeatureSpec
 
 log = logging.getLogger(__name__)
@@ -123,11 +125,14 @@ def training_throughput(
     rounds: int,
     device: torch.device,
     bf16: bool,
+    compiled: bool = False,
 ) -> list[ThroughputRow]:
     """Ours (l1 and flow heads) and the transformers reference, timed in interleaved rounds on one batch.
 
     Interleaving spreads any drift in background load over all models alike instead of charging it to
-    whichever ran last.
+    whichever ran last. ``compiled`` adds ours (l1) and the reference again, each with its transformer
+    layers and stem compiled in place (``train.compile``'s regional compilation); compilation happens
+    in the untimed warm-up steps.
     """
     if rounds < 1 or steps < rounds:
         raise ValueError(f"need rounds >= 1 and steps >= rounds, got steps={steps}, rounds={rounds}")
@@ -143,6 +148,11 @@ def training_throughput(
             policy_config(preset, "l1"), scene.spec, scene.vocab, scene.stats
         ),
     }
+    if compiled:
+        for name in (f"ours {preset} (l1 head)", f"transformers reference {preset} (l1 head)"):
+            twin = copy.deepcopy(models[name])
+            compile_regions(twin)
+            models[f"{name}, regional torch.compile"] = twin
     chunk = HeadConfig().chunk_size
     batch = training_batch(scene, batch_size, chunk, device)
     steppers = {name: _train_step(m.to(device), batch, bf16) for name, m in models.items()}

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from vla.eval.outcomes import outcome_counts
+
 Z95 = 1.959963984540054
 
 
@@ -45,6 +47,7 @@ class EpisodeLog:
     takeover_reasons: list[str] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    outcome: str = ""  # vla/eval/outcomes.py: where a failed episode went wrong ("" when not tracked)
 
     @property
     def interventions(self) -> int:
@@ -201,6 +204,7 @@ def summarize(episodes: Sequence[EpisodeLog]) -> dict[str, Any]:
         "risk_success_p90": float(np.percentile(risks, 90)) if risks else None,
         "mean_steps": sum(e.steps for e in episodes) / n,
         "takeover_reasons": counts(Counter(_reason_key(r) for r in e.takeover_reasons) for e in episodes),
+        "outcomes": outcome_counts(e.outcome for e in episodes if e.outcome),
     }
 
 

@@ -175,7 +175,8 @@ def _markdown(results: Sequence[EvalResult], command: str, videos: dict[str, lis
                   f"{m['rejections'] or 'none'}",
                   f"- risk of successful episodes: median {_num(m['risk_success_p50'], '.3f')}, "
                   f"90th percentile {_num(m['risk_success_p90'], '.3f')}",
-                  f"- mean episode length: {m['mean_steps']:.1f} steps"]
+                  f"- mean episode length: {m['mean_steps']:.1f} steps",
+                  f"- outcomes: {m.get('outcomes') or 'not tracked'}"]
         for v in videos.get(f"{r.task}/{r.operator}", []):
             lines.append(f"- video: [{v.name}](videos/{v.name})")
         lines.append("")

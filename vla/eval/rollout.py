@@ -23,6 +23,7 @@ import torch
 from envs.config import EnvConfig, make_env
 from envs.tabletop import TabletopEnv
 from vla.eval.metrics import EpisodeLog, summarize
+from vla.eval.outcomes import OutcomeTracker
 from vla.supervision.config import GateConfig, gate_config
 from vla.supervision.gate import SupervisionGate
 from vla.supervision.operators import build_operator
@@ -142,6 +143,8 @@ def run_episode(
         video.frames.append(env.render())
         video.overlays.append({"step": 0, "actor": "-", "risk": None, "decision": ""})
     success, steps = bool(info.get("is_success", False)), 0
+    outcome = OutcomeTracker()
+    outcome.update(env)
     if on_step is not None:
         on_step(env)
     while not success and steps < env.max_steps:
@@ -151,6 +154,7 @@ def run_episode(
         obs, _, terminated, truncated, info = env.step(result.action)
         steps += 1
         success = bool(info["is_success"])
+        outcome.update(env)
         if on_step is not None:
             on_step(env)
         if video is not None:
@@ -169,7 +173,7 @@ def run_episode(
         rejections=s.rejections, aborted=s.aborted, abort_reason=s.abort_reason, clamps=dict(s.clamps),
         rejection_reasons=dict(s.rejection_reasons), risks=list(s.risks), takeover_steps=list(s.takeover_steps),
         takeover_reasons=list(s.takeover_reasons), decisions=[r.to_dict() for r in gate.log],
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - start, outcome=outcome.outcome(env, success),
     )
     if video is not None:
         video.success = success
