@@ -246,3 +246,25 @@ def test_bad_overrides_name_the_fix() -> None:
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_compiled_training_rows_time_twins_of_ours_and_the_reference(monkeypatch) -> None:
+    import functools
+
+    from torch._dynamo.testing import CompileCounter
+
+    from vla.baselines import speed
+    from vla.train.compile import compile_regions
+
+    # The eager backend keeps the test fast: what is checked is which models are timed, not the compiler.
+    counter = CompileCounter()
+    monkeypatch.setattr(speed, "compile_regions", functools.partial(compile_regions, backend=counter))
+    torch._dynamo.reset()
+    scene = make_scene(EnvConfig(task="pick_cube", image_size=32), n_frames=2)
+    rows = speed.training_throughput(scene, "tiny", 2, steps=1, warmup=1, rounds=1, device=torch.device("cpu"),
+                                     bf16=False, compiled=True)
+    torch._dynamo.reset()
+    params = {r.model: r.params for r in rows}
+    for name in ("ours tiny (l1 head)", "transformers reference tiny (l1 head)"):
+        assert params[f"{name}, regional torch.compile"] == params[name]
+    assert len(rows) == 5 and counter.frame_count > 0
