@@ -7,6 +7,7 @@ import pytest
 from standins import DropOncePolicy, ExpertPolicy, FrozenPolicy
 
 from envs.config import EnvConfig, make_env
+from envs.tasks import TASKS
 from vla.eval.rollout import run_episode
 from vla.supervision.config import GateConfig, OperatorConfig, RiskConfig, SimulatedOperatorConfig
 from vla.supervision.gate import SupervisionGate
@@ -63,9 +64,11 @@ def test_attention_budget_limits_takeovers():
 def test_time_running_out_takes_over_for_good():
     log = _run(FrozenPolicy, triggers=["time_running_out"], reaction_delay=0, max_takeover_fraction=1.0)
     assert log.takeover_reasons == ["scene: time_running_out"]
-    # About twice the expert's straight-line estimate is left when it fires, and it never hands back.
-    assert 60 <= log.steps - log.takeover_steps[0] <= 100
-    assert log.operator_steps == log.steps - log.takeover_steps[0]
+    # It fires with about twice the expert's straight-line estimate left: enough for the expert to finish, and
+    # not much more than twice what it then needed. It never hands back.
+    left = TASKS["pick_place"].max_steps - log.takeover_steps[0]
+    assert log.success and log.operator_steps == log.steps - log.takeover_steps[0]
+    assert log.operator_steps <= left <= 2 * log.operator_steps + 10
     assert "handback" not in [d["decision"] for d in log.decisions]
 
 
