@@ -97,8 +97,9 @@ class ScriptedExpert:
             # Carry the cube with its bottom the hover clearance above the tops of cubes resting on
             # the table, and at least that clearance above its own place height (e.g. a stack).
             carry_z = max(goal.place[2] + env.robot.hover_clearance, h + hover)
-            if np.linalg.norm(cube[:2] - goal.place[:2]) > PLACE_XY_TOL_HALVES * h:
-                if ee[2] < carry_z - slack and np.linalg.norm(cube[:2] - goal.place[:2]) > 0.03:
+            off_place = np.linalg.norm(cube[:2] - goal.place[:2])
+            if off_place > PLACE_XY_TOL_HALVES * h:
+                if ee[2] < carry_z - slack and off_place > 0.03:
                     self._phase = "lift"
                     return self._move(ee, np.array([ee[0], ee[1], carry_z]), None, gripper=1.0)
                 self._phase = "carry"

@@ -244,10 +244,6 @@ def test_bad_overrides_name_the_fix() -> None:
         LeRobotPolicyAdapter("act", scene.spec, scene.stats, 6, 3, overrides={"dim_modle": 64})
 
 
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-q"]))
-
-
 def test_compiled_training_rows_time_twins_of_ours_and_the_reference(monkeypatch) -> None:
     import functools
 
@@ -268,3 +264,7 @@ def test_compiled_training_rows_time_twins_of_ours_and_the_reference(monkeypatch
     for name in ("ours tiny (l1 head)", "transformers reference tiny (l1 head)"):
         assert params[f"{name}, regional torch.compile"] == params[name]
     assert len(rows) == 5 and counter.frame_count > 0
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))

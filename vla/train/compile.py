@@ -48,4 +48,3 @@ def compile_regions(model: nn.Module, **compile_kwargs: Any) -> list[str]:
             "set train.compile=false"
         )
     return compiled
-
