@@ -5,6 +5,11 @@ is) and picks the phase from that, so it can take over mid-episode from wherever
 the scene: a dropped cube is grasped again, a half-closed gripper is opened first. The only memory
 is how long the gripper has been closing at the grasp pose.
 
+``aim_offset`` makes a deliberately wrong expert: it aims its grasp that far (metres, in x and y) off the
+cube, closes on air or on an edge, notices the miss and opens again. Demonstration collection runs one
+beside the correct expert to put misses into the data while recording only the correct expert's
+actions, so that a policy sees how to recover from a grasp that went wrong (vla/data/collect.py).
+
 Phases: approach above the cube -> descend -> close -> lift -> carry above the place -> descend ->
 open -> retreat. Motion is speed-limited in Cartesian space, so joint targets change smoothly.
 """
@@ -46,10 +51,12 @@ def _wrap(angle: float) -> float:
 
 
 class ScriptedExpert:
-    def __init__(self, env: TabletopEnv, speed: float | None = None) -> None:
+    def __init__(self, env: TabletopEnv, speed: float | None = None,
+                 aim_offset: np.ndarray | tuple[float, float] | None = None) -> None:
         self.env = env
         self.ik = InverseKinematics(env.model, env.robot, PREFIX)
         self.speed = speed if speed is not None else env.robot.expert_speed
+        self.aim_offset = np.zeros(3) if aim_offset is None else np.array([*np.asarray(aim_offset, float)[:2], 0.0])
         self.reset()
 
     def reset(self) -> None:
@@ -115,6 +122,7 @@ class ScriptedExpert:
             return self._move(ee, ee, None, gripper=0.0)
 
         # Not (yet) holding the cube.
+        cube = cube + self.aim_offset
         at_grasp = np.linalg.norm(ee[:2] - cube[:2]) < XY_TOL and abs(ee[2] - grasp_z) < Z_TOL
         if self._closing > 0 and (at_grasp or held):
             self._closing += 1

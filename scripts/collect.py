@@ -33,6 +33,7 @@ def main(cfg: DictConfig) -> None:
             "episodes in dataset": s.total_episodes,
             "discarded (expert failed)": s.discarded,
             "frames recorded now": s.frames,
+            "episodes with a deliberate miss": s.with_miss,
             "expert success": f"{100 * s.expert_success:.1f}% of {s.attempts}" if s.attempts else "n/a",
             "seconds": f"{s.seconds:.1f}",
         },

@@ -3,7 +3,11 @@
 Only successful episodes are kept. Seeds are consumed in order and the next unused seed is saved
 beside the dataset, so a resumed or extended run never repeats an episode. Optional noise
 injection perturbs the *executed* joint targets while the dataset records the expert's clean
-corrective action (DART), so policies learn to recover from their own drift.
+corrective action (DART), so policies learn to recover from their own drift. Optional deliberate
+misses go further: in a share of the episodes a second, wrong expert drives the arm until its grasp
+has missed (it aims a few centimetres off the cube and closes there), while the dataset again records
+the correct expert's action at every frame. A policy that never saw a miss keeps its jaws shut on
+air once it has closed them; with misses in the data it learns to open, rise and grasp again.
 """
 
 from __future__ import annotations
@@ -15,12 +19,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from envs.config import EnvConfig, make_env
 from vla.data.recorder import DatasetRecorder, dataset_features, existing_episodes
+
+if TYPE_CHECKING:
+    from envs.expert import ScriptedExpert
+    from envs.tabletop import TabletopEnv
 
 STATE_FILE = "collect_state.json"
 
@@ -36,6 +44,27 @@ class NoiseConfig:
 
 
 @dataclass
+class MissConfig:
+    prob: float = 0.0  # share of episodes that start with a deliberate missed grasp
+    # Metres between the cube and where the wrong expert aims, drawn uniformly in a random direction. Under
+    # about 3.5 cm the open jaws still catch the cube; the misses a policy makes are of this size or larger.
+    min_offset: float = 0.035
+    max_offset: float = 0.065
+    # The wrong expert hands over after this many ticks even if it never closed: aimed along the jaws, a
+    # finger can land on the cube's top and stop the descent (the correct expert then lifts it clear).
+    max_ticks: int = 45
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.prob <= 1:
+            raise ValueError(f"miss.prob must be in [0, 1], got {self.prob}")
+        if not 0 < self.min_offset <= self.max_offset:
+            raise ValueError(f"miss offsets must satisfy 0 < miss.min_offset <= miss.max_offset, got "
+                             f"{self.min_offset}, {self.max_offset}")
+        if self.max_ticks < 1:
+            raise ValueError(f"miss.max_ticks must be >= 1, got {self.max_ticks}")
+
+
+@dataclass
 class CollectConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     root: str = "data/pick_cube"
@@ -44,6 +73,7 @@ class CollectConfig:
     seed: int = 0
     workers: int = 2
     noise: NoiseConfig = field(default_factory=NoiseConfig)
+    miss: MissConfig = field(default_factory=MissConfig)
     use_videos: bool = False
     flush_every: int = 10
 
@@ -60,14 +90,16 @@ class EpisodeResult:
     success: bool
     task: str
     frames: list[dict[str, np.ndarray]]
+    missed: bool = False  # a deliberate miss was played (and closed on something other than the cube)
 
 
 _WORKER_ENV: dict[str, Any] = {}
 
 
-def run_expert_episode(env_cfg: EnvConfig, seed: int, noise: NoiseConfig) -> EpisodeResult:
+def run_expert_episode(env_cfg: EnvConfig, seed: int, noise: NoiseConfig,
+                       miss: MissConfig | None = None) -> EpisodeResult:
     """One expert episode; the env is built once per process and reused."""
-    from envs.expert import ScriptedExpert
+    from envs.expert import CLOSE_TICKS, ScriptedExpert
 
     key = repr(env_cfg)
     if key not in _WORKER_ENV:
@@ -79,20 +111,45 @@ def run_expert_episode(env_cfg: EnvConfig, seed: int, noise: NoiseConfig) -> Epi
     rng = np.random.default_rng(seed + 7_919)
     obs, info = env.reset(seed=seed)
     expert = ScriptedExpert(env)
+    wrong = _wrong_expert(env, miss, rng)
+    missed = False
+    closing = 0  # ticks the wrong expert has spent closing its jaws
     frames = []
     done = False
+    tick = 0
     while not done:
         action = expert.act()
         frames.append({k: v for k, v in obs.items() if k != "task"} | {"action": action})
         executed = action.copy()
+        if wrong is not None and miss is not None:
+            executed = wrong.act()
+            closing = closing + 1 if wrong.phase == "grasp" else 0
+            held = env.is_grasped(env.task.expert_goal(env, env.episode).cube)
+            if closing > CLOSE_TICKS + 2 or held or tick >= miss.max_ticks:
+                # The jaws have shut where the wrong expert aimed (or the grasp worked after all, or it
+                # never got there): the correct expert takes over from here.
+                missed = closing > CLOSE_TICKS + 2 and not held
+                wrong = None
         if noise.std > 0 and rng.random() < noise.prob:
             executed[:-1] += rng.normal(0.0, noise.std, size=executed.size - 1)
         obs, _, terminated, truncated, info = env.step(executed)
         done = terminated or truncated
-    return EpisodeResult(seed=seed, success=bool(info["is_success"]), task=obs["task"], frames=frames)
+        tick += 1
+    return EpisodeResult(seed=seed, success=bool(info["is_success"]), task=obs["task"], frames=frames, missed=missed)
 
 
-def _worker(args: tuple[EnvConfig, int, NoiseConfig]) -> EpisodeResult:
+def _wrong_expert(env: TabletopEnv, miss: MissConfig | None, rng: np.random.Generator) -> ScriptedExpert | None:
+    """With probability ``miss.prob``: an expert aiming at a random point a few centimetres off the cube."""
+    from envs.expert import ScriptedExpert
+
+    if miss is None or miss.prob <= 0 or rng.random() >= miss.prob:
+        return None
+    angle = rng.uniform(0.0, 2 * np.pi)
+    radius = rng.uniform(miss.min_offset, miss.max_offset)
+    return ScriptedExpert(env, aim_offset=(radius * np.cos(angle), radius * np.sin(angle)))
+
+
+def _worker(args: tuple[EnvConfig, int, NoiseConfig, MissConfig]) -> EpisodeResult:
     return run_expert_episode(*args)
 
 
@@ -101,7 +158,7 @@ def _init_worker() -> None:
 
 
 def _results(cfg: CollectConfig, seeds: list[int], pool: Any) -> Iterator[EpisodeResult]:
-    jobs = [(cfg.env, s, cfg.noise) for s in seeds]
+    jobs = [(cfg.env, s, cfg.noise, cfg.miss) for s in seeds]
     if pool is None:
         yield from map(_worker, jobs)
     else:
@@ -129,6 +186,7 @@ class CollectSummary:
     frames: int
     attempts: int
     seconds: float
+    with_miss: int = 0  # recorded episodes that contain a deliberate missed grasp and its recovery
 
     @property
     def expert_success(self) -> float:
@@ -173,6 +231,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectSummary:
                         rec.add_episode(result.frames, result.task)
                         summary.recorded += 1
                         summary.frames += len(result.frames)
+                        summary.with_miss += int(result.missed)
                         bar.update(1)
                     else:
                         summary.discarded += 1
