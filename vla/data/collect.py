@@ -64,6 +64,9 @@ class MissConfig:
             raise ValueError(f"miss.max_ticks must be >= 1, got {self.max_ticks}")
 
 
+NO_MISSES = MissConfig()
+
+
 @dataclass
 class CollectConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -97,7 +100,7 @@ _WORKER_ENV: dict[str, Any] = {}
 
 
 def run_expert_episode(env_cfg: EnvConfig, seed: int, noise: NoiseConfig,
-                       miss: MissConfig | None = None) -> EpisodeResult:
+                       miss: MissConfig = NO_MISSES) -> EpisodeResult:
     """One expert episode; the env is built once per process and reused."""
     from envs.expert import CLOSE_TICKS, ScriptedExpert
 
@@ -116,16 +119,16 @@ def run_expert_episode(env_cfg: EnvConfig, seed: int, noise: NoiseConfig,
     closing = 0  # ticks the wrong expert has spent closing its jaws
     frames = []
     done = False
-    tick = 0
     while not done:
         action = expert.act()
         frames.append({k: v for k, v in obs.items() if k != "task"} | {"action": action})
-        executed = action.copy()
-        if wrong is not None and miss is not None:
+        if wrong is None:
+            executed = action.copy()
+        else:
             executed = wrong.act()
             closing = closing + 1 if wrong.phase == "grasp" else 0
             held = env.is_grasped(env.task.expert_goal(env, env.episode).cube)
-            if closing > CLOSE_TICKS + 2 or held or tick >= miss.max_ticks:
+            if closing > CLOSE_TICKS + 2 or held or len(frames) > miss.max_ticks:
                 # The jaws have shut where the wrong expert aimed (or the grasp worked after all, or it
                 # never got there): the correct expert takes over from here.
                 missed = closing > CLOSE_TICKS + 2 and not held
@@ -134,15 +137,14 @@ def run_expert_episode(env_cfg: EnvConfig, seed: int, noise: NoiseConfig,
             executed[:-1] += rng.normal(0.0, noise.std, size=executed.size - 1)
         obs, _, terminated, truncated, info = env.step(executed)
         done = terminated or truncated
-        tick += 1
     return EpisodeResult(seed=seed, success=bool(info["is_success"]), task=obs["task"], frames=frames, missed=missed)
 
 
-def _wrong_expert(env: TabletopEnv, miss: MissConfig | None, rng: np.random.Generator) -> ScriptedExpert | None:
+def _wrong_expert(env: TabletopEnv, miss: MissConfig, rng: np.random.Generator) -> ScriptedExpert | None:
     """With probability ``miss.prob``: an expert aiming at a random point a few centimetres off the cube."""
     from envs.expert import ScriptedExpert
 
-    if miss is None or miss.prob <= 0 or rng.random() >= miss.prob:
+    if miss.prob <= 0 or rng.random() >= miss.prob:
         return None
     angle = rng.uniform(0.0, 2 * np.pi)
     radius = rng.uniform(miss.min_offset, miss.max_offset)
