@@ -2,6 +2,7 @@
 
     python scripts/finetune.py checkpoint=outputs/train/<date>/<time> env=pick_place
     python scripts/finetune.py checkpoint=... collect_episodes=50 train.steps=2000 eval_episodes=100
+    python scripts/finetune.py checkpoint=<round 1>/checkpoints/last previous_interventions=[<round 1>/interventions]
 
 Prints a before/after table (success, interventions per episode) and the fine-tuned checkpoint.
 """
@@ -32,6 +33,8 @@ def main(cfg: DictConfig) -> None:
     header = ["", "success [95% CI]", "without intervention", "interventions / episode", "autonomy"]
     print_grid(f"DAgger round: {app.env.task}, gate={app.gate.operator.kind}", header, dagger_rows(result))
     rows = {"intervention data": app.interventions, "fine-tuned checkpoint": result.checkpoint or "none (kept)"}
+    if app.previous_interventions:
+        rows["earlier rounds' data"] = ", ".join(app.previous_interventions)
     if result.data is not None:
         rows["trained on"] = (f"{result.data.demo_frames} demo + {result.data.operator_frames} operator frames "
                               f"(x{app.intervention_weight:g}) from {result.data.episodes} episodes")

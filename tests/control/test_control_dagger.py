@@ -12,7 +12,15 @@ from vla.data import FrameStore, compute_stats, load_frames
 from vla.data.recorder import DatasetRecorder, dataset_features
 from vla.model_config import BackboneConfig, HeadConfig, PolicyConfig
 from vla.policy import VLAPolicy
-from vla.supervision.dagger import FinetuneAppConfig, concat_stores, dagger_dataset, finetune, takeover_segment_ends
+from vla.supervision.dagger import (
+    FinetuneAppConfig,
+    concat_stores,
+    dagger_dataset,
+    finetune,
+    load_interventions,
+    merge_interventions,
+    takeover_segment_ends,
+)
 from vla.supervision.intervention_recorder import InterventionRecorder
 from vla.tokenizer import build_vocab
 from vla.train.checkpoint import load_policy, read_metadata, save_checkpoint
@@ -81,6 +89,27 @@ def test_dagger_dataset_carries_the_demos_keyframe_goals():
     assert "goal_state" not in dagger_dataset(demos, inter, flags, 2, 1.0).dataset.__getitems__([0])
 
 
+def test_merge_interventions_keeps_each_rounds_flags_with_its_frames():
+    first = store([3, 2], 100.0, ["pick"])
+    second = store([4], 200.0, ["place"])
+    flags_1 = {0: np.array([0, 1, 1], bool), 1: np.array([1, 0], bool)}
+    flags_2 = {0: np.array([0, 0, 1, 1], bool)}
+    merged, flags = merge_interventions([(first, flags_1), (second, flags_2)])
+    assert merged.episode_ids == [0, 1, 2] and sorted(flags) == [0, 1, 2]
+    np.testing.assert_array_equal(flags[2], flags_2[0])  # the second round's episode follows the first's
+    data = dagger_dataset(store([6], 0.0, ["pick"]), merged, flags, chunk_size=2, intervention_weight=1.0)
+    assert (data.operator_frames, data.episodes) == (2 + 1 + 2, 3)
+    batch = data.dataset.__getitems__(list(range(6, len(data.dataset))))
+    assert sorted(batch["action"][:, 0, 0].tolist()) == [101.0, 102.0, 103.0, 202.0, 203.0]
+
+
+def test_aggregated_rounds_must_be_recorded_datasets(tmp_path):
+    with pytest.raises(FileNotFoundError, match="previous_interventions"):
+        load_interventions([str(tmp_path / "missing")])
+    with pytest.raises(ValueError, match="own dataset"):
+        FinetuneAppConfig(checkpoint="c", demos="d", interventions="r2", previous_interventions=["r1", "r2"])
+
+
 def test_dagger_dataset_checks_flags_against_frames():
     with pytest.raises(ValueError, match="intervention flags"):
         dagger_dataset(store([4], 0.0, ["a"]), store([3], 0.0, ["a"]), {0: np.zeros(5, bool)}, 2, 1.0)
@@ -139,3 +168,22 @@ def test_finetune_from_a_checkpoint_on_demos_and_interventions(tmp_path, goal_lo
         for name in original[key]:
             torch.testing.assert_close(kept[key][name], original[key][name])
     torch.testing.assert_close(tuned.normalizer.state_dict(), before.normalizer.state_dict())
+
+
+def test_finetune_aggregates_earlier_rounds(tmp_path):
+    _write(tmp_path / "demos", 2, 10, interventions=False)
+    _write(tmp_path / "round1", 2, 10, interventions=True)
+    _write(tmp_path / "round2", 1, 10, interventions=True)
+    demos = load_frames(tmp_path / "demos")
+    cfg = PolicyConfig(backbone=BackboneConfig(d_model=16, n_layers=1, n_heads=2, stem_channels=[4], patch_size=2,
+                                               patch_stride=2, d_vision=16, vision_layers=1, vision_heads=2),
+                       head=HeadConfig(chunk_size=3, n_action_steps=2, n_layers=1, n_heads=2))
+    stats = compute_stats(demos.state, demos.action, demos.spec)
+    ckpt = save_checkpoint(tmp_path / "base", 0, VLAPolicy(cfg, demos.spec, build_vocab(demos.tasks), stats),
+                           config_yaml="{}", stats=stats)
+    app = FinetuneAppConfig(checkpoint=str(ckpt), demos=str(tmp_path / "demos"), interventions=str(tmp_path / "round2"),
+                            previous_interventions=[str(tmp_path / "round1")],
+                            train=TrainConfig(steps=1, batch_size=4, warmup_steps=1, log_every=1, save_every=1,
+                                              amp=False), device="cpu", intervention_weight=1.0)
+    _, data = finetune(app, tmp_path / "run", "{}")
+    assert (data.operator_frames, data.episodes, data.demo_frames) == (3 * 4, 3, 20)  # 4 operator frames/episode

@@ -9,6 +9,8 @@
    Operator frames are drawn ``intervention_weight`` times as often as demo frames, and their action
    chunks end where the operator handed back (``action_is_pad`` after it), so the policy's own actions
    are never targets. The checkpoint's normalisation stats and vocabulary are kept.
+   ``previous_interventions`` adds the datasets recorded by earlier rounds (DAgger's aggregation: each
+   round trains on every round's operator frames, not only on its own).
 4. Re-evaluate the fine-tuned checkpoint on the same evaluation seeds.
 """
 
@@ -46,6 +48,7 @@ class FinetuneAppConfig:
     demos: str = MISSING  # the demo dataset root the checkpoint was trained on
     demos_repo_id: str = "local/demos"
     interventions: str = MISSING  # dataset root the collected interventions are recorded into
+    previous_interventions: list[str] = field(default_factory=list)  # earlier rounds' datasets, aggregated
     collect_episodes: int = 20
     collect_seed_start: int = 200_000
     eval_episodes: int = 20
@@ -63,6 +66,9 @@ class FinetuneAppConfig:
         if self.intervention_weight < 1:
             raise ValueError(f"intervention_weight must be >= 1 (1: as often as demo frames), "
                              f"got {self.intervention_weight}")
+        if self.interventions in self.previous_interventions:
+            raise ValueError(f"previous_interventions lists this round's own dataset {self.interventions}; "
+                             "name only the datasets recorded by earlier rounds")
         if self.gate.operator.kind == "terminal":
             raise ValueError("finetune.py runs unattended: use gate=simulated (or gate=auto for no takeovers)")
 
@@ -98,6 +104,28 @@ def concat_stores(a: FrameStore, b: FrameStore) -> tuple[FrameStore, int]:
         tasks=tasks,
     )
     return store, len(a)
+
+
+def merge_interventions(recorded: list[tuple[FrameStore, dict[int, Any]]]) -> tuple[FrameStore, dict[int, Any]]:
+    """Several rounds' intervention datasets as one store, with their per-episode flags renumbered to match."""
+    if not recorded:
+        raise ValueError("no intervention datasets to merge")
+    store, flags = recorded[0]
+    merged = dict(flags)
+    for other, other_flags in recorded[1:]:
+        shift = int(store.episode_index.max()) + 1 if len(store) else 0  # concat_stores renumbers by as much
+        store, _ = concat_stores(store, other)
+        merged.update({e + shift: f for e, f in other_flags.items()})
+    return store, merged
+
+
+def load_interventions(roots: list[str]) -> tuple[FrameStore, dict[int, Any]]:
+    """Read and merge the intervention datasets at ``roots`` (this round's and earlier rounds')."""
+    for root in roots:
+        if not Path(root, "meta", "info.json").exists():
+            raise FileNotFoundError(f"no intervention dataset at {root}: previous_interventions must name the "
+                                    "'interventions' folders of earlier finetune.py runs")
+    return merge_interventions([(load_frames(r, "local/interventions"), read_intervention_flags(r)) for r in roots])
 
 
 class FrameListDataset(ChunkDataset):
@@ -216,15 +244,16 @@ def finetune(cfg: FinetuneAppConfig, run_dir: str | Path, config_yaml: str) -> t
 
     device = resolve_device(cfg.device)
     demos = load_frames(cfg.demos, cfg.demos_repo_id)
-    inter = load_frames(cfg.interventions, "local/interventions")
+    inter, flags = load_interventions([cfg.interventions, *cfg.previous_interventions])
     policy = ckpt_io.load_policy(cfg.checkpoint, device, spec=demos.spec)
     _, stats = ckpt_io.read_metadata(cfg.checkpoint)
-    data = dagger_dataset(demos, inter, read_intervention_flags(cfg.interventions), policy.cfg.head.chunk_size,
+    data = dagger_dataset(demos, inter, flags, policy.cfg.head.chunk_size,
                           cfg.intervention_weight, cfg.policy_frames, keyframe_goals=policy.goal_head is not None,
                           goal_frames=policy.cfg.head.goal_frames,
                           grounding_env=cfg.env if policy.cfg.backbone.grounding_loss_weight > 0 else None)
-    log.info("fine-tuning on %d demo frames + %d operator frames (x%g) from %d episodes", data.demo_frames,
-             data.operator_frames, cfg.intervention_weight, data.episodes)
+    log.info("fine-tuning on %d demo frames + %d operator frames (x%g) from %d episodes of %d round(s)",
+             data.demo_frames, data.operator_frames, cfg.intervention_weight, data.episodes,
+             1 + len(cfg.previous_interventions))
     logger = build_logger(cfg.logger, run_dir, OmegaConf.to_container(OmegaConf.structured(cfg)))
     try:
         trainer = Trainer(policy, data.dataset, cfg.train, run_dir=run_dir, config_yaml=config_yaml, stats=stats,
