@@ -61,6 +61,7 @@ class ScriptedExpert:
 
     def reset(self) -> None:
         self._closing = 0
+        self._reopening = False  # a grasp at the grasp pose missed: open before closing again
         self._released = False
         self._phase = "start"
 
@@ -127,11 +128,17 @@ class ScriptedExpert:
         if self._closing > 0 and (at_grasp or held):
             self._closing += 1
             if self._closing > CLOSE_TICKS + 4 and not held:
-                self._closing = 0  # missed: open and try again
-            self._phase = "grasp"
-            return self._move(ee, np.array([cube[0], cube[1], grasp_z]), yaw, gripper=1.0)
+                # Missed although the hand is at the grasp pose: open and rise before closing again (without
+                # the flag, the next tick would find the hand still at the pose and close at once).
+                self._closing = 0
+                self._reopening = True
+            else:
+                self._phase = "grasp"
+                return self._move(ee, np.array([cube[0], cube[1], grasp_z]), yaw, gripper=1.0)
         self._closing = 0
-        if env.gripper_state() > 0.15 and not at_grasp:
+        if env.gripper_state() <= 0.15:
+            self._reopening = False
+        if env.gripper_state() > 0.15 and (self._reopening or not at_grasp):
             self._phase = "open"
             lift = np.array([ee[0], ee[1], max(ee[2], grasp_z + 0.02)])
             return self._move(ee, lift, None, gripper=0.0)

@@ -7,7 +7,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import envs
-from envs.expert import ScriptedExpert
+from envs.expert import CLOSE_TICKS, ScriptedExpert
 from envs.robots import ROBOTS, get_robot
 from envs.scene import build_model
 from envs.tabletop import TabletopEnv
@@ -130,6 +130,26 @@ def test_expert_recovers_from_a_dropped_cube():
         if terminated:
             break
     assert dropped and info["is_success"]
+    env.close()
+
+
+def test_expert_opens_after_a_miss_at_the_grasp_pose(monkeypatch):
+    """A grasp that fails with the hand at the grasp pose is followed by opening, not by closing on and on."""
+    env = TabletopEnv(task="pick_cube", cameras=())
+    env.reset(seed=3)
+    expert = ScriptedExpert(env)
+    monkeypatch.setattr(env, "is_grasped", lambda cube: False)  # every grasp misses
+    phases, grippers = [], []
+    for _ in range(100):
+        action = expert.act()
+        phases.append(expert.phase)
+        grippers.append(float(action[-1]))
+        env.step(action)
+    closing_runs = [len(list(run)) for phase, run in itertools.groupby(phases) if phase == "grasp"]
+    assert max(closing_runs) > CLOSE_TICKS, f"never closed for a whole grasp: {' '.join(phases)}"
+    assert max(closing_runs) <= CLOSE_TICKS + 4, f"kept the jaws shut on a miss: {' '.join(phases)}"
+    assert len(closing_runs) >= 3  # tried again, more than once
+    assert all(g == 0.0 for g, phase in zip(grippers, phases, strict=True) if phase == "open")
     env.close()
 
 
