@@ -2,6 +2,7 @@
 
     python scripts/demo.py [--episodes 200] [--steps 5000] [--eval-episodes 50] [--out outputs/demo]
     python scripts/demo.py --task pick_place --episodes 1000 --steps 12000 --out outputs/demo_pick_place
+    python scripts/demo.py --train-overrides model.aug_shift_pad=0 --out outputs/demo_noshift
 
 Each stage is the project's own Hydra entry point, run as a subprocess with explicit overrides, so
 the demo exercises exactly what users run. Stages resume: existing demos are extended, not
@@ -54,6 +55,8 @@ def main() -> None:
     p.add_argument("--grounding", choices=["auto", "on", "off"], default="auto",
                    help="supervised grounding slots and keyframe goals, the recipe that finds the named cube among "
                         "look-alikes (docs/BENCHMARKS.md, PickPlace); auto: on for every task but pick_cube")
+    p.add_argument("--train-overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra Hydra overrides for scripts/train.py, e.g. model.aug_shift_pad=0")
     a = p.parse_args()
 
     out = Path(a.out)
@@ -70,7 +73,7 @@ def main() -> None:
     timings["train"] = run_stage("train", [
         "scripts/train.py", *env_args, f"data.root={data_root}", f"data.repo_id=local/demo_{a.task}",
         "model=tiny", "head=l1", *grounding_args(a.grounding, a.task), "train=demo", f"train.steps={a.steps}",
-        f"hydra.run.dir={run_dir}", *resume,
+        f"hydra.run.dir={run_dir}", *resume, *a.train_overrides,
     ])
     eval_dir = out / "eval"
     timings["evaluate"] = run_stage("evaluate", [

@@ -170,20 +170,40 @@ def test_finetune_from_a_checkpoint_on_demos_and_interventions(tmp_path, goal_lo
     torch.testing.assert_close(tuned.normalizer.state_dict(), before.normalizer.state_dict())
 
 
+def _tiny_checkpoint(path, demos: FrameStore):
+    """A random-init tiny policy saved as a checkpoint for these demos (a fine-tune's starting point)."""
+    cfg = PolicyConfig(backbone=BackboneConfig(d_model=16, n_layers=1, n_heads=2, stem_channels=[4], patch_size=2,
+                                               patch_stride=2, d_vision=16, vision_layers=1, vision_heads=2),
+                       head=HeadConfig(chunk_size=3, n_action_steps=2, n_layers=1, n_heads=2))
+    stats = compute_stats(demos.state, demos.action, demos.spec)
+    return save_checkpoint(path, 0, VLAPolicy(cfg, demos.spec, build_vocab(demos.tasks), stats), config_yaml="{}",
+                           stats=stats)
+
+
 def test_finetune_aggregates_earlier_rounds(tmp_path):
     _write(tmp_path / "demos", 2, 10, interventions=False)
     _write(tmp_path / "round1", 2, 10, interventions=True)
     _write(tmp_path / "round2", 1, 10, interventions=True)
     demos = load_frames(tmp_path / "demos")
-    cfg = PolicyConfig(backbone=BackboneConfig(d_model=16, n_layers=1, n_heads=2, stem_channels=[4], patch_size=2,
-                                               patch_stride=2, d_vision=16, vision_layers=1, vision_heads=2),
-                       head=HeadConfig(chunk_size=3, n_action_steps=2, n_layers=1, n_heads=2))
-    stats = compute_stats(demos.state, demos.action, demos.spec)
-    ckpt = save_checkpoint(tmp_path / "base", 0, VLAPolicy(cfg, demos.spec, build_vocab(demos.tasks), stats),
-                           config_yaml="{}", stats=stats)
+    ckpt = _tiny_checkpoint(tmp_path / "base", demos)
     app = FinetuneAppConfig(checkpoint=str(ckpt), demos=str(tmp_path / "demos"), interventions=str(tmp_path / "round2"),
                             previous_interventions=[str(tmp_path / "round1")],
                             train=TrainConfig(steps=1, batch_size=4, warmup_steps=1, log_every=1, save_every=1,
                                               amp=False), device="cpu", intervention_weight=1.0)
     _, data = finetune(app, tmp_path / "run", "{}")
     assert (data.operator_frames, data.episodes, data.demo_frames) == (3 * 4, 3, 20)  # 4 operator frames/episode
+
+
+def test_a_round_without_takeovers_still_trains_on_earlier_rounds(tmp_path):
+    _write(tmp_path / "demos", 2, 10, interventions=False)
+    _write(tmp_path / "round1", 1, 10, interventions=True)
+    demos = load_frames(tmp_path / "demos")
+    ckpt = _tiny_checkpoint(tmp_path / "base", demos)
+    train = TrainConfig(steps=1, batch_size=4, warmup_steps=1, log_every=1, save_every=1, amp=False)
+    app = FinetuneAppConfig(checkpoint=str(ckpt), demos=str(tmp_path / "demos"), interventions=str(tmp_path / "none"),
+                            previous_interventions=[str(tmp_path / "round1")], train=train, device="cpu")
+    _, data = finetune(app, tmp_path / "run", "{}")
+    assert (data.operator_frames, data.episodes) == (4, 1)
+    app.previous_interventions = []
+    with pytest.raises(ValueError, match="no takeover"):
+        finetune(app, tmp_path / "run2", "{}")

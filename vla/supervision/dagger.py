@@ -121,6 +121,8 @@ def merge_interventions(recorded: list[tuple[FrameStore, dict[int, Any]]]) -> tu
 
 def load_interventions(roots: list[str]) -> tuple[FrameStore, dict[int, Any]]:
     """Read and merge the intervention datasets at ``roots`` (this round's and earlier rounds')."""
+    if not roots:
+        raise ValueError("no intervention data: no takeover was recorded and no previous_interventions are named")
     for root in roots:
         if not Path(root, "meta", "info.json").exists():
             raise FileNotFoundError(f"no intervention dataset at {root}: previous_interventions must name the "
@@ -244,7 +246,9 @@ def finetune(cfg: FinetuneAppConfig, run_dir: str | Path, config_yaml: str) -> t
 
     device = resolve_device(cfg.device)
     demos = load_frames(cfg.demos, cfg.demos_repo_id)
-    inter, flags = load_interventions([cfg.interventions, *cfg.previous_interventions])
+    # This round's dataset exists only if someone took over; earlier rounds' are checked by load_interventions.
+    own = [cfg.interventions] if Path(cfg.interventions, "meta", "info.json").exists() else []
+    inter, flags = load_interventions([*own, *cfg.previous_interventions])
     policy = ckpt_io.load_policy(cfg.checkpoint, device, spec=demos.spec)
     _, stats = ckpt_io.read_metadata(cfg.checkpoint)
     data = dagger_dataset(demos, inter, flags, policy.cfg.head.chunk_size,
@@ -276,7 +280,8 @@ def run_dagger(cfg: FinetuneAppConfig, run_dir: str | Path, config_yaml: str) ->
                                    record=RecordConfig(root=cfg.interventions, repo_id="local/interventions"),
                                    episodes=cfg.collect_episodes, seed_start=cfg.collect_seed_start)
     collected = run_control(collect_cfg)
-    if not any(r.takeovers for r in collected) and not Path(cfg.interventions, "meta", "info.json").exists():
+    if (not any(r.takeovers for r in collected) and not Path(cfg.interventions, "meta", "info.json").exists()
+            and not cfg.previous_interventions):
         log.warning("no takeovers in %d episodes: nothing to learn from, the checkpoint is kept", len(collected))
         return DaggerResult(before, None, collected, None, None)
     checkpoint, data = finetune(cfg, run_dir, config_yaml)
