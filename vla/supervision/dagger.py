@@ -248,16 +248,16 @@ def finetune(cfg: FinetuneAppConfig, run_dir: str | Path, config_yaml: str) -> t
     demos = load_frames(cfg.demos, cfg.demos_repo_id)
     # This round's dataset exists only if someone took over; earlier rounds' are checked by load_interventions.
     own = [cfg.interventions] if Path(cfg.interventions, "meta", "info.json").exists() else []
-    inter, flags = load_interventions([*own, *cfg.previous_interventions])
+    roots = [*own, *cfg.previous_interventions]
+    inter, flags = load_interventions(roots)
     policy = ckpt_io.load_policy(cfg.checkpoint, device, spec=demos.spec)
     _, stats = ckpt_io.read_metadata(cfg.checkpoint)
     data = dagger_dataset(demos, inter, flags, policy.cfg.head.chunk_size,
                           cfg.intervention_weight, cfg.policy_frames, keyframe_goals=policy.goal_head is not None,
                           goal_frames=policy.cfg.head.goal_frames,
                           grounding_env=cfg.env if policy.cfg.backbone.grounding_loss_weight > 0 else None)
-    log.info("fine-tuning on %d demo frames + %d operator frames (x%g) from %d episodes of %d round(s)",
-             data.demo_frames, data.operator_frames, cfg.intervention_weight, data.episodes,
-             1 + len(cfg.previous_interventions))
+    log.info("fine-tuning on %d demo frames + %d operator frames (x%g) from %d episodes in %d dataset(s)",
+             data.demo_frames, data.operator_frames, cfg.intervention_weight, data.episodes, len(roots))
     logger = build_logger(cfg.logger, run_dir, OmegaConf.to_container(OmegaConf.structured(cfg)))
     try:
         trainer = Trainer(policy, data.dataset, cfg.train, run_dir=run_dir, config_yaml=config_yaml, stats=stats,
