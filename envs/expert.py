@@ -136,9 +136,10 @@ class ScriptedExpert:
                 self._phase = "grasp"
                 return self._move(ee, np.array([cube[0], cube[1], grasp_z]), yaw, gripper=1.0)
         self._closing = 0
-        if env.gripper_state() <= 0.15:
+        jaws_open = env.gripper_state() <= 0.15
+        if jaws_open:
             self._reopening = False
-        if env.gripper_state() > 0.15 and (self._reopening or not at_grasp):
+        if not jaws_open and (self._reopening or not at_grasp):
             self._phase = "open"
             lift = np.array([ee[0], ee[1], max(ee[2], grasp_z + 0.02)])
             return self._move(ee, lift, None, gripper=0.0)

@@ -85,6 +85,16 @@ def to_finetune_config(cfg: DictConfig | dict[str, Any]) -> FinetuneAppConfig:
 # ---------------------------------------------------------------------------------------- data
 
 
+def is_recorded(root: str | Path) -> bool:
+    """Whether a LeRobotDataset has been written at ``root`` (the recorder creates it at the first takeover)."""
+    return Path(root, "meta", "info.json").exists()
+
+
+def next_episode_index(store: FrameStore) -> int:
+    """The index ``concat_stores`` gives the first episode appended after ``store``'s."""
+    return int(store.episode_index.max()) + 1 if len(store) else 0
+
+
 def concat_stores(a: FrameStore, b: FrameStore) -> tuple[FrameStore, int]:
     """``a`` then ``b`` in one store (``b``'s episodes renumbered after ``a``'s); returns it and ``b``'s offset."""
     if a.spec.image_keys() != b.spec.image_keys() or (a.spec.state_dim, a.spec.action_dim) != (
@@ -93,7 +103,7 @@ def concat_stores(a: FrameStore, b: FrameStore) -> tuple[FrameStore, int]:
                          "with the robot, cameras and image size of the demos")
     tasks = list(dict.fromkeys([*a.tasks, *b.tasks]))
     remap = torch.tensor([tasks.index(t) for t in b.tasks], dtype=torch.long)
-    offset = int(a.episode_index.max()) + 1 if len(a) else 0
+    offset = next_episode_index(a)
     store = FrameStore(
         spec=a.spec,
         images={k: torch.cat([a.images[k], b.images[k]]) for k in a.images},
@@ -113,7 +123,7 @@ def merge_interventions(recorded: list[tuple[FrameStore, dict[int, Any]]]) -> tu
     store, flags = recorded[0]
     merged = dict(flags)
     for other, other_flags in recorded[1:]:
-        shift = int(store.episode_index.max()) + 1 if len(store) else 0  # concat_stores renumbers by as much
+        shift = next_episode_index(store)
         store, _ = concat_stores(store, other)
         merged.update({e + shift: f for e, f in other_flags.items()})
     return store, merged
@@ -124,7 +134,7 @@ def load_interventions(roots: list[str]) -> tuple[FrameStore, dict[int, Any]]:
     if not roots:
         raise ValueError("no intervention data: no takeover was recorded and no previous_interventions are named")
     for root in roots:
-        if not Path(root, "meta", "info.json").exists():
+        if not is_recorded(root):
             raise FileNotFoundError(f"no intervention dataset at {root}: previous_interventions must name the "
                                     "'interventions' folders of earlier finetune.py runs")
     return merge_interventions([(load_frames(r, "local/interventions"), read_intervention_flags(r)) for r in roots])
@@ -247,7 +257,7 @@ def finetune(cfg: FinetuneAppConfig, run_dir: str | Path, config_yaml: str) -> t
     device = resolve_device(cfg.device)
     demos = load_frames(cfg.demos, cfg.demos_repo_id)
     # This round's dataset exists only if someone took over; earlier rounds' are checked by load_interventions.
-    own = [cfg.interventions] if Path(cfg.interventions, "meta", "info.json").exists() else []
+    own = [cfg.interventions] if is_recorded(cfg.interventions) else []
     roots = [*own, *cfg.previous_interventions]
     inter, flags = load_interventions(roots)
     policy = ckpt_io.load_policy(cfg.checkpoint, device, spec=demos.spec)
@@ -280,8 +290,8 @@ def run_dagger(cfg: FinetuneAppConfig, run_dir: str | Path, config_yaml: str) ->
                                    record=RecordConfig(root=cfg.interventions, repo_id="local/interventions"),
                                    episodes=cfg.collect_episodes, seed_start=cfg.collect_seed_start)
     collected = run_control(collect_cfg)
-    if (not any(r.takeovers for r in collected) and not Path(cfg.interventions, "meta", "info.json").exists()
-            and not cfg.previous_interventions):
+    nothing_recorded = not any(r.takeovers for r in collected) and not is_recorded(cfg.interventions)
+    if nothing_recorded and not cfg.previous_interventions:
         log.warning("no takeovers in %d episodes: nothing to learn from, the checkpoint is kept", len(collected))
         return DaggerResult(before, None, collected, None, None)
     checkpoint, data = finetune(cfg, run_dir, config_yaml)
