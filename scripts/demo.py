@@ -34,13 +34,18 @@ def run_stage(name: str, args: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def uses_grounding(choice: str, task: str) -> bool:
+    """Whether the grounding recipe is on: ``--grounding on``, or ``auto`` for every task but PickCube's single cube."""
+    return choice == "on" or (choice == "auto" and task != "pick_cube")
+
+
 def grounding_args(choice: str, task: str) -> list[str]:
-    """Overrides of the grounding recipe; PickCube's single cube needs none of it.
+    """Overrides of the grounding recipe, when it is on (``uses_grounding``).
 
     The recipe trains without the random image shift: on PickPlace the shift moves the scene by centimetres
     against the state and costs 16 points (docs/BENCHMARKS.md, seventh try); on PickCube's 200 demos it helps.
     """
-    if choice == "off" or (choice == "auto" and task == "pick_cube"):
+    if not uses_grounding(choice, task):
         return []
     return ["model.token_order=text_first", "model.grounding_slots=2", "model.grounding_loss_weight=1.0",
             "head.goal_loss_weight=1.0", "head.goal_frames=before", "model.aug_shift_pad=0"]
@@ -56,7 +61,7 @@ def miss_prob(choice: float | None, grounding: str, task: str) -> float:
         if not 0.0 <= choice <= 1.0:
             raise SystemExit(f"--miss-prob must be in [0, 1], got {choice}")
         return choice
-    return 0.4 if grounding_args(grounding, task) else 0.0
+    return 0.4 if uses_grounding(grounding, task) else 0.0
 
 
 def main() -> None:
