@@ -8,7 +8,8 @@
   same batch, same threads, same plain AdamW, timed in interleaved rounds; median step time.
 * Latency: batch-1 ``predict_chunk`` (result copied to the host), median and p99, per head; the flow head
   with its prefix cache (backbone once per chunk) and without (backbone at every integration step). On
-  CUDA also bf16, and bf16 + torch.compile(mode="reduce-overhead") (CUDA graphs where it captures them).
+  CUDA also bf16, each captured whole as one CUDA graph (vla/cuda_graph.py) in fp32 and bf16, and bf16 +
+  torch.compile(mode="reduce-overhead") (CUDA graphs where the compiler captures them).
 * Control loop: the supervised loop on the simulated robot, realtime at 10 Hz with async inference, and
   lockstep without a clock (the highest sustained rate). Env throughput alone: scripts/bench_env.py.
 

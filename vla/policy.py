@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vla.backbones import BackboneOutput, build_backbone
+from vla.backbones import BackboneOutput, TextTokens, build_backbone
 from vla.backbones.grounding import pixels_to_cell
 from vla.heads import build_head
 from vla.heads.goal import KeyframeGoalHead
@@ -48,6 +48,12 @@ class VLAPolicy(nn.Module):
         b = cfg.backbone
         self.augment = ImageAugment(b.aug_shift_pad, b.aug_brightness, b.aug_contrast)
         self.relative_pairs = relative_pairs(spec) if cfg.head.relative_actions else None
+        if self.relative_pairs is not None:
+            # The same pairs as device index tensors (moved by .to()), for inference: indexing with Python
+            # lists copies the indices to the device at every call, which a captured CUDA graph cannot do.
+            action_dims, state_dims = self.relative_pairs
+            self.register_buffer("relative_action_dims", torch.tensor(action_dims), persistent=False)
+            self.register_buffer("relative_state_dims", torch.tensor(state_dims), persistent=False)
         self._queue: deque[torch.Tensor] = deque()
 
     # ----------------------------------------------------------------- inputs
@@ -77,8 +83,10 @@ class VLAPolicy(nn.Module):
             images.append(self.augment(img))
         return torch.stack(images, dim=1)
 
-    def _tasks(self, batch: dict[str, Any], batch_size: int) -> list[str]:
+    def _tasks(self, batch: dict[str, Any], batch_size: int) -> list[str] | TextTokens:
         tasks = batch.get(TASK_KEY)
+        if isinstance(tasks, TextTokens):  # already tokenized (vla/cuda_graph.py); the backbone checks its size
+            return tasks
         if isinstance(tasks, str):
             tasks = [tasks] * batch_size
         if tasks is None or len(tasks) != batch_size:
@@ -195,7 +203,8 @@ class VLAPolicy(nn.Module):
         chunks = self.head.sample(prefix, n_samples=n_samples, num_steps=num_steps, generator=generator)
         chunks = self.normalizer.unnormalize(ACTION_KEY, chunks)
         if self.relative_pairs is not None:
-            chunks = to_absolute(chunks, self._state(batch), self.relative_pairs)
+            pairs = (self.relative_action_dims, self.relative_state_dims)
+            chunks = to_absolute(chunks, self._state(batch), pairs)
         return chunks[:, 0] if n_samples == 1 else chunks
 
     @torch.no_grad()

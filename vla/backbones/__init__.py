@@ -2,7 +2,9 @@
 
 Every backbone is an ``nn.Module`` with an attribute ``d_model`` (output width) and
 ``forward(images, tasks, state) -> BackboneOutput`` where ``images`` is (B, N_cams, 3, H, W) in [0, 1],
-``tasks`` a list of B instructions and ``state`` the normalised proprio state (B, S).
+``tasks`` a list of B instructions and ``state`` the normalised proprio state (B, S). The from-scratch
+backbone also takes ``tasks`` already tokenized on the device (``TextTokens``), which is how a captured
+CUDA graph (vla/cuda_graph.py) feeds it: a graph cannot copy freshly tokenized ids to the GPU mid-replay.
 """
 
 from __future__ import annotations
@@ -23,6 +25,14 @@ class BackboneOutput(NamedTuple):
     grounding_logits: torch.Tensor | None = None
 
 
+class TextTokens(NamedTuple):
+    """A batch of tokenized instructions, right-padded: ids (B, L) long and valid (B, L) bool, True on real
+    tokens. Padding is masked out and positions count real tokens only, so L does not change the output."""
+
+    ids: torch.Tensor
+    valid: torch.Tensor
+
+
 def build_backbone(cfg: BackboneConfig, spec: FeatureSpec, vocab: list[str]) -> nn.Module:
     # Imported here: the backbone modules import BackboneOutput from this package.
     if cfg.kind == "scratch":
@@ -34,4 +44,4 @@ def build_backbone(cfg: BackboneConfig, spec: FeatureSpec, vocab: list[str]) -> 
     return HFBackbone(cfg, spec)
 
 
-__all__ = ["BackboneOutput", "build_backbone"]
+__all__ = ["BackboneOutput", "TextTokens", "build_backbone"]

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vla.backbones import BackboneOutput
+from vla.backbones import BackboneOutput, TextTokens
 from vla.model_config import BackboneConfig
 from vla.types import FeatureSpec
 
@@ -132,6 +132,12 @@ class HFBackbone(nn.Module):
         return ids.to(device), valid.to(device)
 
     def forward(self, images: torch.Tensor, tasks: list[str], state: torch.Tensor) -> BackboneOutput:
+        if isinstance(tasks, TextTokens) or not isinstance(tasks, (list, tuple)):
+            raise ValueError(
+                f"the hf backbone reads instructions as a list of strings (its processor interleaves them with "
+                f"image tokens), got {type(tasks).__name__}; pre-tokenized instructions and CUDA-graph inference "
+                "need the from-scratch backbone (model=tiny or model=small)"
+            )
         if images.shape[1] != self.n_cameras:
             raise ValueError(f"got {images.shape[1]} camera images, the backbone was built for {self.n_cameras}")
         device = images.device

@@ -19,9 +19,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from vla.backbones import BackboneOutput
+from vla.backbones import BackboneOutput, TextTokens
 from vla.backbones.film import FiLMGenerator, InstructionEncoder
 from vla.backbones.grounding import GroundingAttention
 from vla.backbones.layers import Block, RMSNorm, Rotary, causal_mask
@@ -99,11 +100,29 @@ class ScratchVLM(nn.Module):
         tokens = tokens.view(b, n, -1, self.d_model) + self.camera_embed[None, :, None, :]
         return tokens.flatten(1, 2), features
 
-    def _read_instruction(self, tasks: list[str], images: torch.Tensor) -> _Instruction:
-        ids, text_valid = self.tokenizer.encode_batch(tasks, self.cfg.max_text_len)
-        if ids.shape[0] != images.shape[0]:
-            raise ValueError(f"batch['task'] has {ids.shape[0]} instructions for a batch of {images.shape[0]}")
-        ids, text_valid = ids.to(images.device), text_valid.to(images.device)
+    @property
+    def max_text_tokens(self) -> int:
+        """Longest tokenized instruction: ``max_text_len`` words and <bos>."""
+        return self.cfg.max_text_len + 1
+
+    def tokenize(self, tasks: list[str], length: int | None = None) -> TextTokens:
+        """Instructions -> ``TextTokens`` on the CPU, right-padded to ``length`` (default: the longest)."""
+        ids, valid = self.tokenizer.encode_batch(tasks, self.cfg.max_text_len)
+        if length is not None:
+            if length < ids.shape[1]:
+                raise ValueError(f"length={length} is shorter than the tokenized instructions ({ids.shape[1]})")
+            ids = F.pad(ids, (0, length - ids.shape[1]), value=self.tokenizer.pad_id)
+            valid = F.pad(valid, (0, length - valid.shape[1]), value=False)
+        return TextTokens(ids, valid)
+
+    def _read_instruction(self, tasks: list[str] | TextTokens, images: torch.Tensor) -> _Instruction:
+        tokens = tasks if isinstance(tasks, TextTokens) else self.tokenize(tasks)
+        if tokens.ids.shape[0] != images.shape[0]:
+            raise ValueError(
+                f"batch['task'] has {tokens.ids.shape[0]} instructions for a batch of {images.shape[0]}"
+            )
+        # A no-op for TextTokens already on the device (a captured CUDA graph must not copy here).
+        ids, text_valid = tokens.ids.to(images.device), tokens.valid.to(images.device)
         text = self.token_embed(ids)
         film, words = None, None
         if self.instruction_encoder is not None:
@@ -112,7 +131,7 @@ class ScratchVLM(nn.Module):
                 film = self.film(self.instruction_encoder.pool(words, text_valid))
         return _Instruction(text, text_valid, words, film)
 
-    def forward(self, images: torch.Tensor, tasks: list[str], state: torch.Tensor) -> BackboneOutput:
+    def forward(self, images: torch.Tensor, tasks: list[str] | TextTokens, state: torch.Tensor) -> BackboneOutput:
         text, text_valid, words, film = self._read_instruction(tasks, images)
         visual, features = self.encode_images(images, film)
         state_tok = self.state_proj(state)[:, None]

@@ -20,6 +20,7 @@ import torch
 from envs.config import EnvConfig, make_env
 from vla.baselines.reference_vlm import ReferenceVLA
 from vla.baselines.timing import Timing, count_parameters, time_calls
+from vla.cuda_graph import ChunkFn, CudaGraphPolicy
 from vla.eval.rollout import env_feature_spec, obs_to_batch
 from vla.model_config import HeadConfig, PolicyConfig, backbone_preset
 from vla.policy import VLAPolicy
@@ -180,7 +181,7 @@ def recomputed_flow_chunk(
     if not head.stochastic:
         raise ValueError("recomputed_flow_chunk needs a policy with the flow head (head.kind='flow')")
     steps = head.cfg.num_steps
-    n = len(batch[TASK_KEY])
+    n = torch.as_tensor(batch[STATE_KEY]).shape[0]  # not len(batch['task']): it may be TextTokens
     gen_device = generator.device if generator is not None else policy.device
     x = torch.randn((n, head.chunk_size, head.action_dim), generator=generator, device=gen_device).to(
         policy.device
@@ -234,9 +235,10 @@ def inference_latency(
 ) -> list[LatencyRow]:
     """Batch-1 ``predict_chunk`` latency (result copied to the host) for each head and variant.
 
-    On CUDA each variant is also timed under bf16 autocast, and under bf16 with the policy's backbone
-    and head compiled by ``torch.compile(mode="reduce-overhead")``, which replays CUDA graphs wherever the
-    compiler can capture one (it falls back to compiled kernels elsewhere and says so in its log).
+    On CUDA each variant is also timed under bf16 autocast, then captured whole as one CUDA graph
+    (``CudaGraphPolicy``) in fp32 and bf16, and last under bf16 with the policy's backbone and head compiled
+    by ``torch.compile(mode="reduce-overhead")``, which replays CUDA graphs wherever the compiler can
+    capture one (it falls back to compiled kernels elsewhere and says so in its log).
     """
     rows: list[LatencyRow] = []
     batch = obs_to_batch(scene.frames[0], device)
@@ -250,6 +252,10 @@ def inference_latency(
         for label, bf16 in precisions:
             for variant, fn in _latency_variants(policy, batch, n_samples).items():
                 rows.append(_timed(name, f"{variant}, {label}", fn, device, bf16, reps, warmup))
+        if device.type == "cuda":
+            # Before the compiled rows: a failing torch.compile capture can leave CUDA-graph state behind.
+            for label, bf16 in precisions:
+                rows += _graphed_rows(policy, name, batch, device, label, bf16, reps, warmup, n_samples)
         if device.type == "cuda" and compile_cuda:
             rows += _compiled_rows(policy, name, batch, device, reps, warmup, n_samples)
     return rows
@@ -273,6 +279,42 @@ def _timed(
     except Exception as exc:  # a failing variant (e.g. a compiler error) is reported, the others still run
         log.exception("latency of %s [%s] failed", name, variant)
         return LatencyRow(name, variant, None, f"{type(exc).__name__}: {exc}".splitlines()[0][:120])
+
+
+def _graphed_rows(
+    policy: VLAPolicy,
+    name: str,
+    batch: dict[str, Any],
+    device: torch.device,
+    label: str,
+    bf16: bool,
+    reps: int,
+    warmup: int,
+    n_samples: int,
+) -> list[LatencyRow]:
+    """Each latency variant captured once as a CUDA graph (vla/cuda_graph.py) and timed per replay, the
+    observation copied into the graph's inputs and the chunk copied to the host at every call."""
+    steps = policy.cfg.head.num_steps
+    variants: dict[str, tuple[ChunkFn | None, int]] = (
+        {
+            f"prefix cached: backbone once, {steps} head steps": (None, 1),
+            f"no cache: backbone recomputed at each of {steps} steps": (recomputed_flow_chunk, 1),
+            **({f"prefix cached, {n_samples} samples (risk score)": (None, n_samples)} if n_samples > 1 else {}),
+        }
+        if policy.stochastic
+        else {"one pass (backbone + parallel decoding)": (None, 1)}
+    )
+    rows = []
+    for variant, (chunk_fn, samples) in variants.items():
+        full = f"{variant}, {label} + CUDA graph"
+        try:
+            graphed = CudaGraphPolicy(policy, batch, n_samples=samples, bf16=bf16, chunk_fn=chunk_fn)
+            timing = time_calls(lambda g=graphed: g.predict_chunk(batch).cpu(), reps, warmup, device)
+            rows.append(LatencyRow(name, full, timing))
+        except Exception as exc:  # reported in the table; the other variants still run
+            log.exception("latency of %s [%s] failed", name, full)
+            rows.append(LatencyRow(name, full, None, f"{type(exc).__name__}: {exc}".splitlines()[0][:120]))
+    return rows
 
 
 def _compiled_rows(
@@ -300,7 +342,7 @@ def _compiled_rows(
             _timed(
                 name,
                 f"{variant}, bf16 + torch.compile(reduce-overhead)",
-                fn,
+                _new_graph_step(fn),
                 device,
                 True,
                 reps,
@@ -312,6 +354,17 @@ def _compiled_rows(
         for module, attr in ((policy.backbone, "forward"), (head, step_name)):
             if attr in vars(module):
                 delattr(module, attr)
+
+
+def _new_graph_step(fn: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    """Tell the compiler's CUDA-graph trees that a new call begins, so the previous call's outputs (which
+    the next backbone replay overwrites) are not read as live: without it the run fails on that."""
+
+    def call() -> torch.Tensor:
+        torch.compiler.cudagraph_mark_step_begin()
+        return fn()
+
+    return call
 
 
 # ----------------------------------------------------------------------------------- control loop

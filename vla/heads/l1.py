@@ -72,6 +72,7 @@ class L1Head(nn.Module):
                 "use head.kind='flow' for sample disagreement"
             )
         pred = self._decode(prefix)
-        grip = self.gripper
-        pred[..., grip] = (torch.sigmoid(pred[..., grip]) > 0.5).to(pred.dtype)
+        # torch.where, not a boolean-mask assignment: that one syncs with the host (to count the mask),
+        # which a captured CUDA graph cannot do.
+        pred = torch.where(self.gripper, (torch.sigmoid(pred) > 0.5).to(pred.dtype), pred)
         return pred[:, None]

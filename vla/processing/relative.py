@@ -43,8 +43,14 @@ def to_relative(actions: torch.Tensor, state: torch.Tensor, pairs: tuple[list[in
     return out
 
 
-def to_absolute(actions: torch.Tensor, state: torch.Tensor, pairs: tuple[list[int], list[int]]) -> torch.Tensor:
-    """Inverse of :func:`to_relative`; ``actions`` may carry a sample axis: (B, H, A) or (B, k, H, A)."""
+def to_absolute(
+    actions: torch.Tensor,
+    state: torch.Tensor,
+    pairs: tuple[list[int], list[int]] | tuple[torch.Tensor, torch.Tensor],
+) -> torch.Tensor:
+    """Inverse of :func:`to_relative`; ``actions`` may carry a sample axis: (B, H, A) or (B, k, H, A).
+
+    ``pairs`` may be index tensors on the actions' device (no host-to-device copy: CUDA-graph safe)."""
     a_idx, s_idx = pairs
     out = actions.clone()
     offset = state[:, s_idx].reshape(state.shape[0], *([1] * (actions.ndim - 2)), len(s_idx))
