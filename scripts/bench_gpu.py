@@ -1,7 +1,7 @@
 """The whole GPU benchmark in one command, for a bare GPU host with Python 3.12 and torch.
 
     python scripts/bench_gpu.py [--site DIR] [--demos 100] [--steps 3000] [--batch-size 64]
-        [--preset tiny] [--eval-episodes 30] [--speed-presets tiny small] [--out outputs/bench_gpu]
+        [--preset tiny] [--eval-episodes 30] [--speed-presets tiny small] [--compile] [--out outputs/bench_gpu]
 
 A host without network gets the other dependencies as wheels: on a machine with the project's
 ``.venv``, ``make gpu-wheels`` downloads them into ``dist/gpu-wheels``; copy that folder over and
@@ -12,8 +12,9 @@ install it with ``pip install --no-deps --no-index --target DIR dist/gpu-wheels/
 1. record ``--demos`` PickCube demos with the scripted expert, one worker per CPU core;
 2. train the VLA on the GPU (bf16 autocast) for ``--steps`` steps;
 3. evaluate it under the auto operator on held-out seeds, rollouts on CPU workers;
-4. speed: training samples/s beside a transformers reference, batch-1 chunk latency (fp32, bf16,
-   bf16 + torch.compile), via ``scripts/bench_speed.py``.
+4. speed: training samples/s beside a transformers reference, batch-1 chunk latency (fp32 and bf16,
+   eager and as one captured CUDA graph), via ``scripts/bench_speed.py``. ``--compile`` adds its
+   torch.compile rows, whose compilation takes minutes and does not fit the 8-minute budget.
 
 Ends with one table; every figure also goes to ``<out>/bench_gpu.json``.
 """
@@ -68,6 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-episodes", type=int, default=30)
     p.add_argument("--speed-presets", nargs="*", default=["tiny", "small"], choices=["tiny", "small"],
                    help="presets timed by bench_speed (none: skip the speed stage)")
+    p.add_argument("--compile", action="store_true", help="also time bench_speed's torch.compile latency rows")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                    help="CPU processes for demo recording and evaluation")
     p.add_argument("--device", default="cuda", help="cuda | cuda:<i> | cpu (cpu: a dry run of the pipeline)")
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
     if a.speed_presets:
         timings["speed"] = run_stage("speed", [
             "scripts/bench_speed.py", "--presets", *a.speed_presets, "--device", a.device, "--skip", "control",
-            "--no-write", "--json", str(speed_json),
+            "--no-write", "--json", str(speed_json), *([] if a.compile else ["--no-compile"]),
         ], env, out)
     total = time.perf_counter() - start
 
