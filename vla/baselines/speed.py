@@ -203,25 +203,30 @@ class LatencyRow:
     error: str = ""
 
 
+def _variant_specs(policy: VLAPolicy, n_samples: int) -> dict[str, tuple[ChunkFn | None, int]]:
+    """Latency variant name -> (what computes the chunk, samples); None: ``predict_chunk`` itself, which
+    runs the backbone once and the head on that prefix."""
+    if not policy.stochastic:
+        return {"one pass (backbone + parallel decoding)": (None, 1)}
+    steps = policy.cfg.head.num_steps
+    specs: dict[str, tuple[ChunkFn | None, int]] = {
+        f"prefix cached: backbone once, {steps} head steps": (None, 1),
+        f"no cache: backbone recomputed at each of {steps} steps": (recomputed_flow_chunk, 1),
+    }
+    if n_samples > 1:
+        specs[f"prefix cached, {n_samples} samples (risk score)"] = (None, n_samples)
+    return specs
+
+
 def _latency_variants(
     policy: VLAPolicy, batch: dict[str, Any], n_samples: int
 ) -> dict[str, Callable[[], torch.Tensor]]:
-    if not policy.stochastic:
-        return {"one pass (backbone + parallel decoding)": lambda: policy.predict_chunk(batch)}
-    steps = policy.cfg.head.num_steps
+    def call(chunk_fn: ChunkFn | None, samples: int) -> Callable[[], torch.Tensor]:
+        if chunk_fn is not None:
+            return lambda: chunk_fn(policy, batch)
+        return lambda: policy.predict_chunk(batch, n_samples=samples)
 
-    def cached(samples: int) -> Callable[[], torch.Tensor]:
-        return lambda: policy.predict_chunk(batch, n_samples=samples, prefix=policy.encode(batch))
-
-    out = {
-        f"prefix cached: backbone once, {steps} head steps": cached(1),
-        f"no cache: backbone recomputed at each of {steps} steps": lambda: recomputed_flow_chunk(
-            policy, batch
-        ),
-    }
-    if n_samples > 1:
-        out[f"prefix cached, {n_samples} samples (risk score)"] = cached(n_samples)
-    return out
+    return {name: call(*spec) for name, spec in _variant_specs(policy, n_samples).items()}
 
 
 def inference_latency(
@@ -294,18 +299,8 @@ def _graphed_rows(
 ) -> list[LatencyRow]:
     """Each latency variant captured once as a CUDA graph (vla/cuda_graph.py) and timed per replay, the
     observation copied into the graph's inputs and the chunk copied to the host at every call."""
-    steps = policy.cfg.head.num_steps
-    variants: dict[str, tuple[ChunkFn | None, int]] = (
-        {
-            f"prefix cached: backbone once, {steps} head steps": (None, 1),
-            f"no cache: backbone recomputed at each of {steps} steps": (recomputed_flow_chunk, 1),
-            **({f"prefix cached, {n_samples} samples (risk score)": (None, n_samples)} if n_samples > 1 else {}),
-        }
-        if policy.stochastic
-        else {"one pass (backbone + parallel decoding)": (None, 1)}
-    )
     rows = []
-    for variant, (chunk_fn, samples) in variants.items():
+    for variant, (chunk_fn, samples) in _variant_specs(policy, n_samples).items():
         full = f"{variant}, {label} + CUDA graph"
         try:
             graphed = CudaGraphPolicy(policy, batch, n_samples=samples, bf16=bf16, chunk_fn=chunk_fn)
