@@ -282,8 +282,13 @@ def _timed(
     try:
         return LatencyRow(name, variant, time_calls(call, reps, warmup, device))
     except Exception as exc:  # a failing variant (e.g. a compiler error) is reported, the others still run
-        log.exception("latency of %s [%s] failed", name, variant)
-        return LatencyRow(name, variant, None, f"{type(exc).__name__}: {exc}".splitlines()[0][:120])
+        return _failed_row(name, variant, exc)
+
+
+def _failed_row(name: str, variant: str, exc: Exception) -> LatencyRow:
+    """The table row of a variant that raised; the full traceback goes to the log."""
+    log.exception("latency of %s [%s] failed", name, variant)
+    return LatencyRow(name, variant, None, f"{type(exc).__name__}: {exc}".splitlines()[0][:120])
 
 
 def _graphed_rows(
@@ -306,9 +311,8 @@ def _graphed_rows(
             graphed = CudaGraphPolicy(policy, batch, n_samples=samples, bf16=bf16, chunk_fn=chunk_fn)
             timing = time_calls(lambda g=graphed: g.predict_chunk(batch).cpu(), reps, warmup, device)
             rows.append(LatencyRow(name, full, timing))
-        except Exception as exc:  # reported in the table; the other variants still run
-            log.exception("latency of %s [%s] failed", name, full)
-            rows.append(LatencyRow(name, full, None, f"{type(exc).__name__}: {exc}".splitlines()[0][:120]))
+        except Exception as exc:  # a failing capture is reported, the other variants still run
+            rows.append(_failed_row(name, full, exc))
     return rows
 
 
