@@ -13,6 +13,7 @@ from vla.eval.metrics import (
     interventions_per_episode,
     mean_steps_between_interventions,
     risk_failure_auroc,
+    success_by_instruction,
     success_rate,
     success_split,
     summarize,
@@ -91,3 +92,17 @@ def test_summary_is_json_ready():
     assert m["risk_success_p50"] == pytest.approx(0.55) and m["mean_steps"] == 65
     log = _logs()[1].to_dict()
     assert log["risks"][1] is None and log["interventions"] == 1 and log["max_risk"] == 0.9
+
+
+def test_success_by_instruction_groups_episodes_by_their_instruction():
+    logs = [EpisodeLog(seed=i, task="pick_place", success=ok, steps=10, instruction=text)
+            for i, (text, ok) in enumerate([("red on blue", True), ("red on blue", False), ("green on blue", True),
+                                            ("red on blue", True), ("", True)])]
+    by = success_by_instruction(logs)
+    assert list(by) == ["green on blue", "red on blue"]  # sorted; an episode without an instruction is left out
+    assert (by["red on blue"].successes, by["red on blue"].trials) == (2, 3)
+    assert (by["red on blue"].low, by["red on blue"].high) == pytest.approx(wilson_interval(2, 3))
+    assert (by["green on blue"].successes, by["green on blue"].trials) == (1, 1)
+    m = summarize(logs)["success_by_instruction"]
+    assert m["red on blue"]["episodes"] == 3 and m["red on blue"]["rate"] == pytest.approx(2 / 3)
+    assert summarize(_logs())["success_by_instruction"] == {}

@@ -36,6 +36,9 @@ def test_parallel_evaluation_of_the_expert_succeeds_everywhere():
     assert m["success_rate"] == 1.0 and m["interventions_per_episode"] == 0 and m["autonomy"] == 1.0
     assert m["success_ci95"][0] > 0.5 and not m["safety_clamps"]
     assert m["outcomes"] == {"success": 4}
+    # Each episode records the instruction its env gave, which the per-instruction breakdown groups by.
+    assert all(isinstance(e.instruction, str) and e.instruction.strip() for e in result.episodes)
+    assert sum(r["episodes"] for r in m["success_by_instruction"].values()) == 4
     (video,) = result.videos
     assert video.seed == 100_000 and video.success
     assert len(video.frames) == result.episodes[0].steps + 1 and video.frames[0].dtype == np.uint8

@@ -48,6 +48,7 @@ class EpisodeLog:
     decisions: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     outcome: str = ""  # vla/eval/outcomes.py: where a failed episode went wrong ("" when not tracked)
+    instruction: str = ""  # the language instruction the episode was given ("" when the env gives none)
 
     @property
     def interventions(self) -> int:
@@ -115,6 +116,16 @@ def success_split(episodes: Sequence[EpisodeLog]) -> dict[str, Rate]:
         "without_intervention": rate(sum(e.success and e.interventions == 0 for e in episodes), n),
         "with_intervention": rate(sum(e.success and e.interventions > 0 for e in episodes), n),
     }
+
+
+def success_by_instruction(episodes: Sequence[EpisodeLog]) -> dict[str, Rate]:
+    """Success per instruction (e.g. each colour/target pair of PickPlace), sorted by instruction;
+    empty when no episode recorded one."""
+    groups: dict[str, list[bool]] = {}
+    for e in episodes:
+        if e.instruction:
+            groups.setdefault(e.instruction, []).append(e.success)
+    return {k: rate(sum(v), len(v)) for k, v in sorted(groups.items())}
 
 
 def interventions_per_episode(episodes: Sequence[EpisodeLog]) -> float:
@@ -205,6 +216,8 @@ def summarize(episodes: Sequence[EpisodeLog]) -> dict[str, Any]:
         "mean_steps": sum(e.steps for e in episodes) / n,
         "takeover_reasons": counts(Counter(_reason_key(r) for r in e.takeover_reasons) for e in episodes),
         "outcomes": outcome_counts(e.outcome for e in episodes if e.outcome),
+        "success_by_instruction": {k: {"successes": r.successes, "episodes": r.trials, "rate": r.rate,
+                                       "ci95": [r.low, r.high]} for k, r in success_by_instruction(episodes).items()},
     }
 
 

@@ -129,6 +129,7 @@ def run_episode(
     """
     start = time.perf_counter()
     obs, info = env.reset(seed=seed)
+    instruction = str(obs.get(TASK_KEY, ""))
     policy.reset()
     gate.reset()
 
@@ -173,7 +174,7 @@ def run_episode(
         rejections=s.rejections, aborted=s.aborted, abort_reason=s.abort_reason, clamps=dict(s.clamps),
         rejection_reasons=dict(s.rejection_reasons), risks=list(s.risks), takeover_steps=list(s.takeover_steps),
         takeover_reasons=list(s.takeover_reasons), decisions=[r.to_dict() for r in gate.log],
-        seconds=time.perf_counter() - start, outcome=outcome.outcome(env, success),
+        seconds=time.perf_counter() - start, outcome=outcome.outcome(env, success), instruction=instruction,
     )
     if video is not None:
         video.success = success
