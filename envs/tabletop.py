@@ -274,12 +274,20 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
     def action_names(self) -> list[str]:
         return [*(f"{j}.target" for j in self.robot.arm_joints), "gripper"]
 
+    def _target_colour(self, ep: Episode | None) -> str | None:
+        """Colour of the pad (or cube) the object goes to; None when the task has no target."""
+        if ep is None or ep.target_index is None:
+            return None
+        colours = ep.pad_colours if self.task.target_kind == "pad" else ep.cube_colours
+        return colours[ep.target_index]
+
     def _info(self, success: bool) -> dict[str, Any]:
         ep = self.episode
         return {
             "is_success": success,
             "task": self.task.name,
             "object": ep.cube_colours[ep.object_index] if ep else None,
+            "target": self._target_colour(ep),
             "step": self._steps,
         }
 

@@ -211,10 +211,24 @@ def test_heldout_split_is_disjoint_from_train():
 
 def test_distractors_present_and_instruction_names_the_object():
     env = TabletopEnv(task="pick_place", cameras=())
-    env.reset(seed=2)
+    _, info = env.reset(seed=2)
     ep = env.episode
     assert len(set(ep.cube_colours)) == 3 and len(set(ep.pad_colours)) == 3
     assert ep.cube_colours[0] in ep.instruction and ep.pad_colours[0] in ep.instruction
+    # The info names the goal's colours, which evaluation reports group success by.
+    assert (info["object"], info["target"]) == (ep.cube_colours[0], ep.pad_colours[0])
+    env.close()
+
+
+@pytest.mark.parametrize(("task", "target_kind"), [("pick_cube", None), ("stack", "cube")])
+def test_info_names_the_target_of_each_task(task, target_kind):
+    env = TabletopEnv(task=task, cameras=())
+    _, info = env.reset(seed=3)
+    ep = env.episode
+    if target_kind is None:
+        assert info["target"] is None
+    else:
+        assert info["target"] == ep.cube_colours[ep.target_index] != info["object"]
     env.close()
 
 

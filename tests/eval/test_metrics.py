@@ -13,7 +13,7 @@ from vla.eval.metrics import (
     interventions_per_episode,
     mean_steps_between_interventions,
     risk_failure_auroc,
-    success_by_instruction,
+    success_by_goal,
     success_rate,
     success_split,
     summarize,
@@ -94,15 +94,18 @@ def test_summary_is_json_ready():
     assert log["risks"][1] is None and log["interventions"] == 1 and log["max_risk"] == 0.9
 
 
-def test_success_by_instruction_groups_episodes_by_their_instruction():
-    logs = [EpisodeLog(seed=i, task="pick_place", success=ok, steps=10, instruction=text)
-            for i, (text, ok) in enumerate([("red on blue", True), ("red on blue", False), ("green on blue", True),
-                                            ("red on blue", True), ("", True)])]
-    by = success_by_instruction(logs)
-    assert list(by) == ["green on blue", "red on blue"]  # sorted; an episode without an instruction is left out
-    assert (by["red on blue"].successes, by["red on blue"].trials) == (2, 3)
-    assert (by["red on blue"].low, by["red on blue"].high) == pytest.approx(wilson_interval(2, 3))
-    assert (by["green on blue"].successes, by["green on blue"].trials) == (1, 1)
-    m = summarize(logs)["success_by_instruction"]
-    assert m["red on blue"]["episodes"] == 3 and m["red on blue"]["rate"] == pytest.approx(2 / 3)
-    assert summarize(_logs())["success_by_instruction"] == {}
+def test_success_by_goal_groups_episodes_by_what_the_instruction_names():
+    rows = [("red cube -> blue pad", "put the red cube on the blue pad", True),
+            ("red cube -> blue pad", "move the red block to the blue target", False),
+            ("green cube -> blue pad", "put the green cube on the blue pad", True),
+            ("red cube -> blue pad", "place the red cube onto the blue pad", True), ("", "", True)]
+    logs = [EpisodeLog(seed=i, task="pick_place", success=ok, steps=10, instruction=text, goal=goal)
+            for i, (goal, text, ok) in enumerate(rows)]
+    by = success_by_goal(logs)
+    assert list(by) == ["green cube -> blue pad", "red cube -> blue pad"]  # sorted; no goal: left out
+    red = by["red cube -> blue pad"]  # three phrasings of one goal count together
+    assert (red.successes, red.trials) == (2, 3) and (red.low, red.high) == pytest.approx(wilson_interval(2, 3))
+    assert (by["green cube -> blue pad"].successes, by["green cube -> blue pad"].trials) == (1, 1)
+    m = summarize(logs)["success_by_goal"]
+    assert m["red cube -> blue pad"]["episodes"] == 3 and m["red cube -> blue pad"]["rate"] == pytest.approx(2 / 3)
+    assert summarize(_logs())["success_by_goal"] == {}

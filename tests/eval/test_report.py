@@ -91,12 +91,14 @@ def test_gif_when_mp4_cannot_be_written(tmp_path, monkeypatch):
     assert out.suffix == ".gif" and out.stat().st_size > 0
 
 
-def test_report_breaks_success_down_by_instruction(tmp_path):
+def test_report_breaks_success_down_by_goal(tmp_path):
     result = _result("pick_place", "auto", [True, False, True, True])
-    for log, text in zip(result.episodes, ["red on blue", "red on blue", "green on red", "green on red"], strict=True):
-        log.instruction = text
+    goals = ["red cube -> blue pad", "red cube -> blue pad", "green cube -> red pad", "green cube -> red pad"]
+    for log, goal in zip(result.episodes, goals, strict=True):
+        log.goal = goal
     write_report([result, _result("pick_cube", "auto", [True])], tmp_path, command="c")
     md = (tmp_path / "report.md").read_text()
-    assert "| instruction | episodes | success [95% CI] |" in md
-    assert "| green on red | 2 | 100.0% [34.2%, 100.0%] |" in md and "| red on blue | 2 | 50.0% [9.5%, 90.5%] |" in md
-    assert md.count("| instruction |") == 1  # runs without instructions get no breakdown
+    assert "| goal (object -> target) | episodes | success [95% CI] |" in md
+    assert "| green cube -> red pad | 2 | 100.0% [34.2%, 100.0%] |" in md
+    assert "| red cube -> blue pad | 2 | 50.0% [9.5%, 90.5%] |" in md
+    assert md.count("| goal (object -> target) |") == 1  # runs without goals get no breakdown

@@ -8,7 +8,7 @@ import torch
 from standins import broken_factory, expert_factory
 
 from envs.config import EnvConfig, make_env
-from vla.eval.rollout import evaluate_policy, make_train_eval_fn, obs_to_batch
+from vla.eval.rollout import episode_goal, evaluate_policy, make_train_eval_fn, obs_to_batch
 
 
 def test_obs_to_batch_layout():
@@ -28,6 +28,18 @@ def test_obs_to_batch_layout():
         obs_to_batch({**obs, "observation.images.front": obs["observation.images.front"].astype(np.float32)})
 
 
+def test_episode_goal_names_object_and_target():
+    class Task:
+        target_kind = "pad"
+
+    class Env:
+        task = Task()
+
+    assert episode_goal({"object": "blue", "target": "red"}, Env()) == "blue cube -> red pad"
+    assert episode_goal({"object": "blue", "target": None}, Env()) == "blue cube"
+    assert episode_goal({"is_success": False}, Env()) == ""
+
+
 def test_parallel_evaluation_of_the_expert_succeeds_everywhere():
     cfg = EnvConfig(task="pick_cube", cameras=[])
     result = evaluate_policy(expert_factory, cfg, episodes=4, workers=2, video_episodes=1, progress=False)
@@ -36,9 +48,10 @@ def test_parallel_evaluation_of_the_expert_succeeds_everywhere():
     assert m["success_rate"] == 1.0 and m["interventions_per_episode"] == 0 and m["autonomy"] == 1.0
     assert m["success_ci95"][0] > 0.5 and not m["safety_clamps"]
     assert m["outcomes"] == {"success": 4}
-    # Each episode records the instruction its env gave, which the per-instruction breakdown groups by.
-    assert all(isinstance(e.instruction, str) and e.instruction.strip() for e in result.episodes)
-    assert sum(r["episodes"] for r in m["success_by_instruction"].values()) == 4
+    # Each episode records the instruction its env gave and the cube it names (pick_cube has no target).
+    assert all(e.instruction.strip() and e.goal.endswith(" cube") and e.goal.split()[0] in e.instruction
+               for e in result.episodes)
+    assert sum(r["episodes"] for r in m["success_by_goal"].values()) == 4
     (video,) = result.videos
     assert video.seed == 100_000 and video.success
     assert len(video.frames) == result.episodes[0].steps + 1 and video.frames[0].dtype == np.uint8

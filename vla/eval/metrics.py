@@ -49,6 +49,7 @@ class EpisodeLog:
     seconds: float = 0.0
     outcome: str = ""  # vla/eval/outcomes.py: where a failed episode went wrong ("" when not tracked)
     instruction: str = ""  # the language instruction the episode was given ("" when the env gives none)
+    goal: str = ""  # what the instruction names, e.g. "blue cube -> red pad" (see vla.eval.rollout.episode_goal)
 
     @property
     def interventions(self) -> int:
@@ -118,13 +119,13 @@ def success_split(episodes: Sequence[EpisodeLog]) -> dict[str, Rate]:
     }
 
 
-def success_by_instruction(episodes: Sequence[EpisodeLog]) -> dict[str, Rate]:
-    """Success per instruction (e.g. each colour/target pair of PickPlace), sorted by instruction;
+def success_by_goal(episodes: Sequence[EpisodeLog]) -> dict[str, Rate]:
+    """Success per goal (each object/target colour pair of PickPlace, whatever the phrasing), sorted;
     empty when no episode recorded one."""
     groups: dict[str, list[bool]] = {}
     for e in episodes:
-        if e.instruction:
-            groups.setdefault(e.instruction, []).append(e.success)
+        if e.goal:
+            groups.setdefault(e.goal, []).append(e.success)
     return {k: rate(sum(v), len(v)) for k, v in sorted(groups.items())}
 
 
@@ -216,8 +217,8 @@ def summarize(episodes: Sequence[EpisodeLog]) -> dict[str, Any]:
         "mean_steps": sum(e.steps for e in episodes) / n,
         "takeover_reasons": counts(Counter(_reason_key(r) for r in e.takeover_reasons) for e in episodes),
         "outcomes": outcome_counts(e.outcome for e in episodes if e.outcome),
-        "success_by_instruction": {k: {"successes": r.successes, "episodes": r.trials, "rate": r.rate,
-                                       "ci95": [r.low, r.high]} for k, r in success_by_instruction(episodes).items()},
+        "success_by_goal": {k: {"successes": r.successes, "episodes": r.trials, "rate": r.rate, "ci95": [r.low, r.high]}
+                            for k, r in success_by_goal(episodes).items()},
     }
 
 

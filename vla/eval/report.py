@@ -177,11 +177,11 @@ def _markdown(results: Sequence[EvalResult], command: str, videos: dict[str, lis
                   f"90th percentile {_num(m['risk_success_p90'], '.3f')}",
                   f"- mean episode length: {m['mean_steps']:.1f} steps",
                   f"- outcomes: {m.get('outcomes') or 'not tracked'}"]
-        by_instruction = m.get("success_by_instruction") or {}
-        if len(by_instruction) > 1:  # one instruction: the run's own row already says it
-            lines += ["", "| instruction | episodes | success [95% CI] |", "|---|---|---|"]
+        by_goal = m.get("success_by_goal") or {}
+        if len(by_goal) > 1:  # one goal: the run's own row already says it
+            lines += ["", "| goal (object -> target) | episodes | success [95% CI] |", "|---|---|---|"]
             lines += [f"| {k} | {v['episodes']} | {_pct(v['rate'])} [{_pct(v['ci95'][0])}, {_pct(v['ci95'][1])}] |"
-                      for k, v in by_instruction.items()]
+                      for k, v in by_goal.items()]
             lines.append("")
         for v in videos.get(f"{r.task}/{r.operator}", []):
             lines.append(f"- video: [{v.name}](videos/{v.name})")

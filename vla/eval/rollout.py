@@ -119,6 +119,17 @@ class EpisodeVideo:
     overlays: list[dict[str, Any]]  # per frame: step, actor, risk, decision
 
 
+def episode_goal(info: Mapping[str, Any], env: TabletopEnv) -> str:
+    """What an episode's instruction names, from the env's reset info: ``"blue cube -> red pad"``, or
+    ``"blue cube"`` when the task has no target; "" when the env does not say."""
+    obj, target = info.get("object"), info.get("target")
+    if not obj:
+        return ""
+    if not target:
+        return f"{obj} cube"
+    return f"{obj} cube -> {target} {getattr(env.task, 'target_kind', None) or 'target'}"
+
+
 def run_episode(
     policy: PolicyLike, env: TabletopEnv, gate: SupervisionGate, seed: int, device: str = "cpu",
     record_video: bool = False, on_step: Callable[[TabletopEnv], None] | None = None,
@@ -129,7 +140,7 @@ def run_episode(
     """
     start = time.perf_counter()
     obs, info = env.reset(seed=seed)
-    instruction = str(obs.get(TASK_KEY, ""))
+    instruction, goal = str(obs.get(TASK_KEY, "")), episode_goal(info, env)
     policy.reset()
     gate.reset()
 
@@ -175,6 +186,7 @@ def run_episode(
         rejection_reasons=dict(s.rejection_reasons), risks=list(s.risks), takeover_steps=list(s.takeover_steps),
         takeover_reasons=list(s.takeover_reasons), decisions=[r.to_dict() for r in gate.log],
         seconds=time.perf_counter() - start, outcome=outcome.outcome(env, success), instruction=instruction,
+        goal=goal,
     )
     if video is not None:
         video.success = success
