@@ -152,6 +152,10 @@ def test_bench_speed_prints_every_section() -> None:
         "transformers reference tiny (l1 head)",
     ]
     assert train[-1][-1] == "1.00x"
+    floor = tables["Training step floor: matrix-multiply work against the GEMM ceiling"]
+    assert [r[0] for r in floor] == ["ours tiny (l1 head)", "transformers reference tiny (l1 head)"]
+    # Same widths, depths and token counts: the same matrix-multiply work, whoever implements it.
+    assert float(floor[0][1]) > 0 and floor[0][1] == floor[1][1]
     variants = [r[1] for r in tables["Chunk inference latency (batch 1)"]]
     assert any("no cache" in v for v in variants) and any("prefix cached" in v for v in variants)
     assert not any(r[2].startswith("failed") for r in tables["Chunk inference latency (batch 1)"])

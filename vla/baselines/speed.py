@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from envs.config import EnvConfig, make_env
+from vla.baselines.floor import MatmulWork, matmul_work
 from vla.baselines.reference_vlm import ReferenceVLA
 from vla.baselines.timing import Timing, count_parameters, time_calls
 from vla.cuda_graph import ChunkFn, CudaGraphPolicy
@@ -117,6 +118,34 @@ def _train_step(model: torch.nn.Module, batch: dict[str, Any], bf16: bool) -> Ca
     return step
 
 
+def _throughput_models(scene: Scene, preset: str, heads: tuple[str, ...]) -> dict[str, torch.nn.Module]:
+    """Ours with each of ``heads``, then the transformers reference (l1 head), from one seed."""
+    torch.manual_seed(0)
+    models: dict[str, torch.nn.Module] = {
+        f"ours {preset} ({head} head)": VLAPolicy(policy_config(preset, head), scene.spec, scene.vocab, scene.stats)
+        for head in heads
+    }
+    models[f"transformers reference {preset} (l1 head)"] = ReferenceVLA(
+        policy_config(preset, "l1"), scene.spec, scene.vocab, scene.stats
+    )
+    return models
+
+
+def training_matmul_work(
+    scene: Scene, preset: str, batch_size: int, warmup: int = 3, steps: int = 3
+) -> dict[str, MatmulWork]:
+    """Matrix-multiply FLOPs and time per CPU training step of ours (l1 head) and the reference."""
+    device = torch.device("cpu")
+    batch = training_batch(scene, batch_size, HeadConfig().chunk_size, device)
+    out = {}
+    for name, model in _throughput_models(scene, preset, ("l1",)).items():
+        step = _train_step(model, batch, bf16=False)
+        for _ in range(warmup):
+            step()
+        out[name] = matmul_work(step, steps)
+    return out
+
+
 def training_throughput(
     scene: Scene,
     preset: str,
@@ -137,18 +166,7 @@ def training_throughput(
     """
     if rounds < 1 or steps < rounds:
         raise ValueError(f"need rounds >= 1 and steps >= rounds, got steps={steps}, rounds={rounds}")
-    torch.manual_seed(0)
-    models: dict[str, torch.nn.Module] = {
-        f"ours {preset} (l1 head)": VLAPolicy(
-            policy_config(preset, "l1"), scene.spec, scene.vocab, scene.stats
-        ),
-        f"ours {preset} (flow head)": VLAPolicy(
-            policy_config(preset, "flow"), scene.spec, scene.vocab, scene.stats
-        ),
-        f"transformers reference {preset} (l1 head)": ReferenceVLA(
-            policy_config(preset, "l1"), scene.spec, scene.vocab, scene.stats
-        ),
-    }
+    models = _throughput_models(scene, preset, ("l1", "flow"))
     if compiled:
         for name in (f"ours {preset} (l1 head)", f"transformers reference {preset} (l1 head)"):
             twin = copy.deepcopy(models[name])
