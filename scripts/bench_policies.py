@@ -82,6 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-episode-steps", type=int, default=0, help="episode limit (0: the task's own)")
     p.add_argument("--latency-reps", type=int, default=30)
     p.add_argument("--fp32", action="store_true", help="no bf16 autocast on CUDA")
+    p.add_argument("--ema-decay", type=float, default=0.0,
+                   help="evaluate every method with an EMA of its weights (0: the raw weights; main job: 0.999)")
     p.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     p.add_argument("--no-write", action="store_true", help="print only; do not append to docs/BENCHMARKS.md")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -93,6 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--data-root {item!r}: write TASK=PATH with TASK one of --tasks {a.tasks}")
         roots[task] = Path(path)
     a.roots = {t: roots.get(t, Path("data") / t) for t in a.tasks}
+    if not 0.0 <= a.ema_decay < 1.0:
+        p.error(f"--ema-decay must be in [0, 1) (0 turns the average off), got {a.ema_decay}")
     for name in ("steps", "batch_size", "episodes", "demos", "workers", "latency_reps"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
@@ -135,6 +139,7 @@ def main(argv: list[str] | None = None) -> list[MethodResult]:
         max_episode_steps=a.max_episode_steps or None,
         amp=not a.fp32,
         progress=not a.quiet,
+        ema_decay=a.ema_decay,
     )
     results: list[MethodResult] = []
     for task in a.tasks:
@@ -158,9 +163,10 @@ def main(argv: list[str] | None = None) -> list[MethodResult]:
     data = ", ".join(f"{t}: `{a.roots[t]}`" for t in a.tasks)
     recipes = "; ".join(dict.fromkeys(f"{r.label}: {r.recipe}" for r in results))
     precision = "bf16 autocast" if device.type == "cuda" and not a.fp32 else "fp32"
+    averaging = f", every method evaluated with an EMA {a.ema_decay:g} of its weights" if a.ema_decay else ""
     note = (
         f"{NOTE.format(n_exec=n_exec)} Optimisers: {recipes}. Demos: {data}. {a.steps} gradient steps of "
-        f"batch {a.batch_size} on {device.type} ({precision}, {torch.get_num_threads()} torch threads); "
+        f"batch {a.batch_size} on {device.type} ({precision}, {torch.get_num_threads()} torch threads){averaging}; "
         f"evaluation: {a.episodes} seeded episodes per task (seeds from {a.seed_start}), auto gate. "
         f"Latency: batch-1 `predict_chunk` on {device.type} in fp32, result on the host, median / p99 of "
         f"{a.latency_reps} calls. "

@@ -248,6 +248,13 @@ def test_bad_overrides_name_the_fix() -> None:
         LeRobotPolicyAdapter("act", scene.spec, scene.stats, 6, 3, overrides={"dim_modle": 64})
 
 
+def test_bench_policies_refuses_an_ema_decay_out_of_range(capsys) -> None:
+    with pytest.raises(SystemExit):
+        load_script("bench_policies").parse_args(["--ema-decay", "1.0"])
+    assert "--ema-decay must be in [0, 1)" in capsys.readouterr().err
+    assert load_script("bench_policies").parse_args(["--ema-decay", "0.999"]).ema_decay == 0.999
+
+
 def test_compiled_training_rows_time_twins_of_ours_and_the_reference(monkeypatch) -> None:
     import functools
 
@@ -272,3 +279,54 @@ def test_compiled_training_rows_time_twins_of_ours_and_the_reference(monkeypatch
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_fit_with_ema_leaves_the_average_of_the_iterates(demo_root: Path) -> None:
+    from torch import nn
+
+    from vla.baselines.fit import fit
+    from vla.baselines.methods import Recipe
+    from vla.data import load_frames
+
+    store = load_frames(demo_root)
+
+    class StateToChunk(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(store.spec.state_dim, 2 * store.spec.action_dim)
+
+        def forward(self, batch):
+            pred = self.linear(batch["observation.state"]).view(-1, 2, store.spec.action_dim)
+            return ((pred - batch["action"]) ** 2).mean(), {}
+
+    def run(ema_decay: float) -> tuple[nn.Module, list[dict[str, torch.Tensor]]]:
+        torch.manual_seed(0)
+        model = StateToChunk()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        iterates = [{k: v.clone() for k, v in model.state_dict().items()}]
+        step = opt.step
+
+        def recorded_step(*args, **kwargs):
+            out = step(*args, **kwargs)
+            iterates.append({k: v.clone() for k, v in model.state_dict().items()})
+            return out
+
+        opt.step = recorded_step
+        recipe = Recipe("vla_l1", model, opt, None, 0.0, 2, False, "constant")
+        fit(recipe, store, 3, 2, 0, torch.device("cpu"), progress=False, ema_decay=ema_decay)
+        return model, iterates
+
+    raw, iterates = run(0.0)
+    averaged, same_iterates = run(0.5)
+    for a, b in zip(iterates, same_iterates, strict=True):  # same data, same init: the same trajectory
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(raw.state_dict()[k], iterates[-1][k]) for k in iterates[-1])
+    # WeightEMA's warm-up: decay min(0.5, (1 + n) / (10 + n)) at update n = 0, 1, 2.
+    expected = {k: v.clone() for k, v in iterates[0].items()}
+    for n, weights in enumerate(iterates[1:]):
+        decay = min(0.5, (1 + n) / (10 + n))
+        for k in expected:
+            expected[k] = decay * expected[k] + (1 - decay) * weights[k]
+    for k, v in averaged.state_dict().items():
+        torch.testing.assert_close(v, expected[k])
+        assert not torch.equal(v, iterates[-1][k])

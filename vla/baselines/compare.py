@@ -42,6 +42,7 @@ class CompareSettings:
     max_episode_steps: int | None = None  # None: the task's own limit
     amp: bool = True
     progress: bool = True
+    ema_decay: float = 0.0  # > 0: every method is evaluated with its weight average
 
 
 @dataclass
@@ -140,7 +141,7 @@ def compare_on_task(
         seed_everything(s.seed)  # same init stream and the same batch order for every method
         recipe = build_recipe(name, store.spec, stats, img_stats, vocab, s.steps, device, s.preset, overrides,
                               relative_stats=rel_stats)
-        trained = fit(recipe, store, s.steps, s.batch_size, s.seed, device, s.amp, s.progress)
+        trained = fit(recipe, store, s.steps, s.batch_size, s.seed, device, s.amp, s.progress, s.ema_decay)
         model = recipe.model.eval()
         latency = _latency(model, env_cfg, device, s)
         # A pool of CPU workers gets a pickled copy of the policy; a CUDA policy runs in this process.

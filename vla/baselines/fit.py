@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from vla.baselines.methods import Recipe
 from vla.baselines.timing import synchronize
 from vla.data.dataset import ChunkBatchSampler, ChunkDataset, FrameStore, images_to_float, make_loader
+from vla.train.ema import WeightEMA
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,10 @@ def fit(
     device: torch.device,
     amp: bool = True,
     progress: bool = True,
+    ema_decay: float = 0.0,
 ) -> FitResult:
+    """Train ``recipe.model`` for ``steps`` steps. With ``ema_decay`` > 0 the model ends holding the
+    exponential moving average of its weights (vla/train/ema.py), the same for every method."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     data = ChunkDataset(store, recipe.chunk_size, uint8_images=True)
@@ -57,6 +61,7 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
     max_norm = recipe.grad_clip if recipe.grad_clip > 0 else math.inf
     use_amp = amp and device.type == "cuda"
+    ema = WeightEMA(model, ema_decay) if ema_decay > 0 else None
     losses: list[float] = []
     start = time.perf_counter()
     timed_from = start
@@ -72,6 +77,8 @@ def fit(
         recipe.optimizer.step()
         if recipe.scheduler is not None:
             recipe.scheduler.step()
+        if ema is not None:
+            ema.update()
         value = loss.item()  # also a sync point, so the step's time is all spent when it is read
         if not math.isfinite(value):
             raise FloatingPointError(
@@ -88,6 +95,8 @@ def fit(
     synchronize(device)
     end = time.perf_counter()
     recipe.optimizer.zero_grad(set_to_none=True)  # the gradients' memory is not needed for evaluation
+    if ema is not None:  # what gets evaluated is the average, as a training run's checkpoint ships it
+        model.load_state_dict(ema.shadow, strict=False)
     timed_steps = steps - 1 if steps > 1 else 1
     elapsed = (end - timed_from) if steps > 1 else (end - start)
     tail = losses[-20:]
