@@ -26,11 +26,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True, help="new checkpoint folder (must not exist)")
     a = p.parse_args(argv)
     if a.last:
+        if a.last < 2:
+            p.error(f"--last must be >= 2 (an average of one checkpoint is that checkpoint), got {a.last}")
         if len(a.paths) != 1:
             p.error("--last takes exactly one run folder")
         found = list_checkpoints(a.paths[0])
-        if len(found) < max(a.last, 2):
-            p.error(f"--last {a.last}: {str(a.paths[0])!r} holds {len(found)} checkpoint(s); need >= max(N, 2)")
+        if len(found) < a.last:
+            p.error(f"--last {a.last}: {str(a.paths[0])!r} holds {len(found)} checkpoint(s)")
         a.paths = found[-a.last:]
     return a
 

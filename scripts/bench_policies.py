@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> list[MethodResult]:
     data = ", ".join(f"{t}: `{a.roots[t]}`" for t in a.tasks)
     recipes = "; ".join(dict.fromkeys(f"{r.label}: {r.recipe}" for r in results))
     precision = "bf16 autocast" if device.type == "cuda" and not a.fp32 else "fp32"
-    averaging = f", every method evaluated with an EMA {a.ema_decay:g} of its weights" if a.ema_decay else ""
+    averaging = (f", every method evaluated with an EMA {a.ema_decay:g} of its weights (updates timed with training)"
+                 if a.ema_decay else "")
     note = (
         f"{NOTE.format(n_exec=n_exec)} Optimisers: {recipes}. Demos: {data}. {a.steps} gradient steps of "
         f"batch {a.batch_size} on {device.type} ({precision}, {torch.get_num_threads()} torch threads){averaging}; "

@@ -6,7 +6,7 @@
 * Training: samples/s of our VLA (l1 and flow heads) and of a straightforward transformers model of the
   same size (SiglipVisionModel + LlamaModel + nn.TransformerDecoder head, vla/baselines/reference_vlm.py),
   same batch, same threads, same plain AdamW, timed in interleaved rounds; median step time. On the CPU
-  also the floor: each step's matrix-multiply FLOPs against this CPU's GEMM ceiling (vla/baselines/floor.py).
+  also the floor: each step's dense FLOPs against this CPU's GEMM ceiling (vla/baselines/floor.py).
 * Latency: batch-1 ``predict_chunk`` (result copied to the host), median and p99, per head; the flow head
   with its prefix cache (backbone once per chunk) and without (backbone at every integration step). On
   CUDA also bf16, each captured whole as one CUDA graph (vla/cuda_graph.py) in fp32 and bf16, and bf16 +
@@ -38,7 +38,7 @@ from vla.baselines.speed import (
     control_loop_rate,
     inference_latency,
     make_scene,
-    training_matmul_work,
+    training_step_work,
     training_throughput,
 )
 from vla.benchmarks import append_section, machine_description
@@ -87,26 +87,26 @@ Section = tuple[str, list[str], list[list[str]], str]  # title, header, rows, no
 def _floor_section(
     scene: Scene, presets: list[str], batch_size: int, measured_ms: dict[str, float], threads: int, machine: str
 ) -> Section:
-    """The training step's matrix-multiply work against this CPU's GEMM ceiling (vla/baselines/floor.py)."""
+    """The training step's dense arithmetic against this CPU's GEMM ceiling (vla/baselines/floor.py)."""
     fp32, bf16 = gemm_ceiling(torch.float32), gemm_ceiling(torch.bfloat16)
-    header = ["model", "matmul GFLOP / step", "in matmuls (ms)", "matmul GFLOP/s", "floor at the fp32 ceiling (ms)",
-              "measured step (ms)"]
+    header = ["model", "GFLOP / step", "floor at the fp32 ceiling (ms)", "in GEMM kernels (ms)", "measured step (ms)"]
     rows, needed = [], []
     for preset in presets:
-        for name, work in training_matmul_work(scene, preset, batch_size).items():
-            rows.append([name, f"{work.gflop:.2f}", f"{1e3 * work.seconds:.1f}", f"{work.gflop_per_s:.0f}",
-                         f"{work.floor_ms(fp32):.1f}", f"{measured_ms[name]:.1f}"])
+        for name, work in training_step_work(scene, preset, batch_size).items():
+            rows.append([name, f"{work.gflop:.2f}", f"{work.floor_ms(fp32):.1f}", f"{1e3 * work.gemm_seconds:.1f}",
+                         f"{measured_ms[name]:.1f}"])
             if name.startswith("transformers reference"):
                 needed.append(f"{preset}: {measured_ms[name] / 2:.1f} ms")
     note = (
-        f"Matrix-multiply FLOPs of one training step (forward and backward, batch {batch_size}, fp32), counted by "
-        f"torch.profiler over 3 steps, and the time spent in those kernels. GEMM ceiling of this CPU with {threads} "
-        f"thread(s), a 2048^3 product: fp32 {fp32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s. The floor is the step's "
-        "matmul FLOPs at the fp32 ceiling: no fp32 implementation of this model size steps faster. Twice the "
-        f"reference's measured speed needs a step of at most {'; '.join(needed)}. {machine}"
+        f"FLOPs of one training step (forward and backward, batch {batch_size}, fp32) in matrix multiplies, attention "
+        "products and convolutions, counted by torch.utils.flop_counter with attention on the math backend; the "
+        f"time the step, run as usual, spends in GEMM kernels (torch.profiler, 3 steps). GEMM ceiling of this CPU "
+        f"with {threads} thread(s), a 2048^3 product: fp32 {fp32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s. The floor "
+        "is the step's FLOPs at the fp32 ceiling: no fp32 implementation of this model size steps faster. Twice "
+        f"the reference's measured speed needs a step of at most {'; '.join(needed)}. {machine}"
     )
     print_grid(f"Training step floor (fp32 GEMM ceiling {fp32:.0f} GFLOP/s, bf16 {bf16:.0f})", header, rows)
-    return ("Training step floor: matrix-multiply work against the GEMM ceiling", header, rows, note)
+    return ("Training step floor: dense FLOPs against the GEMM ceiling", header, rows, note)
 
 
 def main(argv: list[str] | None = None) -> list[Section]:
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> list[Section]:
         )
         sections.append(("Training throughput against a transformers reference", header, rows, note))
         print_grid(f"Training throughput, batch {batch_size} ({where})", header, rows)
-        if not cuda:  # the profiler's FLOP counts and CPU kernel times; a GPU needs device timers instead
+        if device.type == "cpu":  # CPU kernel times and the CPU's GEMM ceiling; a GPU needs device timers
             sections.append(_floor_section(scene, a.presets, batch_size, measured_ms, a.threads, machine))
 
 

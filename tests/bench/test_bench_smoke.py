@@ -152,10 +152,11 @@ def test_bench_speed_prints_every_section() -> None:
         "transformers reference tiny (l1 head)",
     ]
     assert train[-1][-1] == "1.00x"
-    floor = tables["Training step floor: matrix-multiply work against the GEMM ceiling"]
+    floor = tables["Training step floor: dense FLOPs against the GEMM ceiling"]
     assert [r[0] for r in floor] == ["ours tiny (l1 head)", "transformers reference tiny (l1 head)"]
-    # Same widths, depths and token counts: the same matrix-multiply work, whoever implements it.
-    assert float(floor[0][1]) > 0 and floor[0][1] == floor[1][1]
+    # Same widths, depths and token counts: about the same work (ours adds its conv stem), whoever implements it.
+    ours, ref = float(floor[0][1]), float(floor[1][1])
+    assert ref > 0 and ref <= ours < 1.5 * ref
     variants = [r[1] for r in tables["Chunk inference latency (batch 1)"]]
     assert any("no cache" in v for v in variants) and any("prefix cached" in v for v in variants)
     assert not any(r[2].startswith("failed") for r in tables["Chunk inference latency (batch 1)"])
@@ -277,8 +278,6 @@ def test_compiled_training_rows_time_twins_of_ours_and_the_reference(monkeypatch
     assert len(rows) == 5 and counter.frame_count > 0
 
 
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-q"]))
 
 
 def test_fit_with_ema_leaves_the_average_of_the_iterates(demo_root: Path) -> None:
@@ -330,3 +329,7 @@ def test_fit_with_ema_leaves_the_average_of_the_iterates(demo_root: Path) -> Non
     for k, v in averaged.state_dict().items():
         torch.testing.assert_close(v, expected[k])
         assert not torch.equal(v, iterates[-1][k])
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 from train_helpers import make_policy
 
+import vla.train.average as average_module
 from vla.data import ChunkDataset
 from vla.train.average import average_checkpoints, average_state_dicts
 from vla.train.checkpoint import IncompatibleCheckpointError, load_policy, save_checkpoint
@@ -105,5 +106,27 @@ def test_script_averages_the_last_n_checkpoints_of_a_run(store, tmp_path, capsys
     assert "averaged 2 checkpoints" in printed and "00000002" in printed and "00000003" in printed
     assert "00000001" not in printed
     assert (out / "model.safetensors").is_file()
-    with pytest.raises(SystemExit):
-        average_script.main([str(tmp_path / "run"), "--last", "5", "--out", str(tmp_path / "avg2")])
+    for bad in ("5", "1", "-2"):
+        with pytest.raises(SystemExit):
+            average_script.main([str(tmp_path / "run"), "--last", bad, "--out", str(tmp_path / "avg2")])
+    err = capsys.readouterr().err
+    assert "holds 3 checkpoint(s)" in err and "--last must be >= 2" in err
+    assert not (tmp_path / "avg2").exists()
+
+
+def test_a_mismatch_names_the_checkpoint_folders(store, tmp_path, monkeypatch):
+    policy = make_policy(store)
+    paths = [_save_perturbed(policy, tmp_path, step, 0.1) for step in (1, 2)]
+
+    real_load = average_module.load_file
+
+    def load_with_a_reshaped_tensor(path):
+        sd = real_load(path)
+        if "00000002" in path:
+            key = next(k for k, v in sd.items() if v.is_floating_point() and v.ndim == 2)
+            sd[key] = sd[key][:1]
+        return sd
+
+    monkeypatch.setattr(average_module, "load_file", load_with_a_reshaped_tensor)
+    with pytest.raises(IncompatibleCheckpointError, match=r"checkpoint 1: .*00000002"):
+        average_checkpoints(paths, tmp_path / "avg")

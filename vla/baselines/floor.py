@@ -1,10 +1,12 @@
-"""How fast a training step could be on this machine: its matrix-multiply work against the GEMM ceiling.
+"""How fast a training step could be on this machine: its dense arithmetic against the GEMM ceiling.
 
-Two models of the same widths, depths and token counts do the same matrix multiplies, whoever wrote
-them. The profiler counts those FLOPs (forward and backward: autograd's backward of a linear layer is
-matrix multiplies too); a large square GEMM measures the most this machine's BLAS does per second.
-Their ratio is a floor on the step time that no implementation of that model size beats in that
-precision, and it says how much of a speed-up over a reference implementation is possible at all.
+Two models of the same widths, depths and token counts do the same matrix multiplies and attention
+products, whoever wrote them. ``FlopCounterMode`` counts those FLOPs over one step, forward and backward,
+with attention run by the math backend so that its two products are counted too (the fused CPU kernel
+reports none), and convolutions included. A large square GEMM measures the most this machine's BLAS
+does per second. Their ratio is a floor on the step time that no implementation of that model size
+beats in that precision, and it says how much of a speed-up over a reference implementation is
+possible at all. The profiler adds how long the step, run as usual, spends in GEMM kernels.
 """
 
 from __future__ import annotations
@@ -15,25 +17,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
 
-# The aten kernels the profiler attributes matrix-multiply FLOPs to.
-MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+# The aten kernels the profiler attributes matrix multiplies to (linear layers, batched products).
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 
 
 @dataclass(frozen=True)
-class MatmulWork:
-    """Matrix-multiply work of one call of a step function, from the profiler (CPU only)."""
+class StepWork:
+    """Dense arithmetic of one call of a training-step function on the CPU."""
 
-    gflop: float  # per step
-    seconds: float  # self time of those kernels per step
-
-    @property
-    def gflop_per_s(self) -> float:
-        return self.gflop / self.seconds if self.seconds > 0 else float("nan")
+    gflop: float  # matrix multiplies, attention products and convolutions, forward and backward
+    gemm_seconds: float  # time the step, run as usual, spends in GEMM kernels
 
     def floor_ms(self, ceiling_gflop_per_s: float) -> float:
-        """The step's matrix multiplies alone, run at ``ceiling_gflop_per_s``."""
+        """The step's dense arithmetic alone, run at ``ceiling_gflop_per_s``."""
         return 1e3 * self.gflop / ceiling_gflop_per_s
 
 
@@ -54,16 +54,27 @@ def gemm_ceiling(dtype: torch.dtype = torch.float32, n: int = 2048, reps: int = 
     return 2 * n**3 / statistics.median(seconds) / 1e9
 
 
-def matmul_work(step: Callable[[], object], steps: int = 3) -> MatmulWork:
-    """Profile ``steps`` calls of ``step`` (already warmed up) on the CPU; matrix-multiply FLOPs and time per call."""
+def count_gflop(step: Callable[[], object]) -> float:
+    """Dense FLOPs of one call of ``step``, in GFLOP (attention through the math backend, so it counts)."""
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    if flops == 0:
+        raise RuntimeError("no matrix-multiply, attention or convolution FLOPs were counted; does the step compute?")
+    return flops / 1e9
+
+
+def gemm_seconds(step: Callable[[], object], steps: int = 3) -> float:
+    """Seconds per call of ``step`` spent in GEMM kernels, from the profiler over ``steps`` calls."""
     if steps < 1:
         raise ValueError(f"need steps >= 1, got {steps}")
-    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             step()
-    events = [e for e in prof.key_averages() if e.key in MATMUL_OPS]
-    flops = sum(e.flops for e in events)
-    if flops == 0:
-        raise RuntimeError("the profiler counted no matrix-multiply FLOPs; is the step running on the CPU?")
-    seconds = sum(e.self_cpu_time_total for e in events) / 1e6  # profiler times are microseconds
-    return MatmulWork(gflop=flops / steps / 1e9, seconds=seconds / steps)
+    micros = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in GEMM_OPS)
+    return micros / 1e6 / steps
+
+
+def step_work(step: Callable[[], object], steps: int = 3) -> StepWork:
+    """FLOPs of one call and GEMM time per call of ``step`` (warm it up first)."""
+    return StepWork(gflop=count_gflop(step), gemm_seconds=gemm_seconds(step, steps))

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from envs.config import EnvConfig, make_env
-from vla.baselines.floor import MatmulWork, matmul_work
+from vla.baselines.floor import StepWork, step_work
 from vla.baselines.reference_vlm import ReferenceVLA
 from vla.baselines.timing import Timing, count_parameters, time_calls
 from vla.cuda_graph import ChunkFn, CudaGraphPolicy
@@ -131,10 +131,10 @@ def _throughput_models(scene: Scene, preset: str, heads: tuple[str, ...]) -> dic
     return models
 
 
-def training_matmul_work(
+def training_step_work(
     scene: Scene, preset: str, batch_size: int, warmup: int = 3, steps: int = 3
-) -> dict[str, MatmulWork]:
-    """Matrix-multiply FLOPs and time per CPU training step of ours (l1 head) and the reference."""
+) -> dict[str, StepWork]:
+    """Dense FLOPs and GEMM time per CPU training step of ours (l1 head) and the reference."""
     device = torch.device("cpu")
     batch = training_batch(scene, batch_size, HeadConfig().chunk_size, device)
     out = {}
@@ -142,7 +142,7 @@ def training_matmul_work(
         step = _train_step(model, batch, bf16=False)
         for _ in range(warmup):
             step()
-        out[name] = matmul_work(step, steps)
+        out[name] = step_work(step, steps)
     return out
 
 

@@ -47,9 +47,11 @@ def _same_metadata(ckpts: Sequence[Path]) -> None:
 
 
 def average_state_dicts(state_dicts: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Mean of each floating tensor (accumulated in float64, cast back); other tensors must agree."""
+    """Mean of each floating tensor (accumulated in float64 on the CPU, cast back); other tensors must agree.
+    Mismatches name the position of the offending state dict. The result is on the CPU."""
     if not state_dicts:
         raise ValueError("nothing to average: give at least one state dict")
+    state_dicts = [{k: v.detach().cpu() for k, v in sd.items()} for sd in state_dicts]
     reference = state_dicts[0]
     for i, sd in enumerate(state_dicts[1:], start=1):
         if sd.keys() != reference.keys():
@@ -89,7 +91,11 @@ def average_checkpoints(paths: Sequence[str | Path], out_dir: str | Path) -> Pat
     if out.exists():
         raise FileExistsError(f"{str(out)!r} exists; choose a new folder so no checkpoint is overwritten")
     _same_metadata(ckpts)
-    averaged = average_state_dicts([load_file(str(c / WEIGHTS)) for c in ckpts])
+    try:
+        averaged = average_state_dicts([load_file(str(c / WEIGHTS)) for c in ckpts])
+    except IncompatibleCheckpointError as exc:  # say which folders "checkpoint i" are
+        listing = "\n".join(f"  checkpoint {i}: {c}" for i, c in enumerate(ckpts))
+        raise IncompatibleCheckpointError(f"{exc}\n{listing}") from exc
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
     try:
@@ -100,6 +106,7 @@ def average_checkpoints(paths: Sequence[str | Path], out_dir: str | Path) -> Pat
                 shutil.copyfile(ckpts[0] / name, tmp / name)
         for f in tmp.iterdir():
             _fsync(f)
+        _fsync(tmp)
         os.replace(tmp, out)
         _fsync(out.parent)
     except BaseException:
