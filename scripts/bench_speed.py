@@ -154,7 +154,6 @@ def main(argv: list[str] | None = None) -> list[Section]:
         if device.type == "cpu":  # CPU kernel times and the CPU's GEMM ceiling; a GPU needs device timers
             sections.append(_floor_section(scene, a.presets, batch_size, measured_ms, a.threads, machine))
 
-
     if "latency" not in a.skip:
         header = ["model", "variant", "median / p99 (ms)"]
         rows = []

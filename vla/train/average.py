@@ -7,16 +7,14 @@ window from the EMA's ~1/(1-decay) steps to the span of the chosen checkpoints.
 Only checkpoints of the same model on the same data average meaningfully: their ``policy.json``
 (architecture, features, vocabulary) and ``stats.json`` must be identical, and every tensor must have
 the same name, shape and dtype. The result is a complete checkpoint folder (weights, config, policy,
-stats; no ``train_state.pt``, since an average cannot be resumed), written atomically like
-``save_checkpoint``'s.
+stats; no ``train_state.pt``, since an average cannot be resumed), written atomically by the same
+``write_folder_atomically`` as ``save_checkpoint``'s.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,8 +27,8 @@ from vla.train.checkpoint import (
     STATS,
     WEIGHTS,
     IncompatibleCheckpointError,
-    _fsync,
     resolve_checkpoint,
+    write_folder_atomically,
 )
 
 
@@ -96,20 +94,12 @@ def average_checkpoints(paths: Sequence[str | Path], out_dir: str | Path) -> Pat
     except IncompatibleCheckpointError as exc:  # say which folders "checkpoint i" are
         listing = "\n".join(f"  checkpoint {i}: {c}" for i, c in enumerate(ckpts))
         raise IncompatibleCheckpointError(f"{exc}\n{listing}") from exc
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
-    try:
-        sources = json.dumps([str(c) for c in ckpts])
+    sources = json.dumps([str(c) for c in ckpts])
+
+    def fill(tmp: Path) -> None:
         save_file(averaged, str(tmp / WEIGHTS), metadata={"averaged_from": sources})
         for name in (CONFIG, POLICY, STATS):
             if (ckpts[0] / name).is_file():
                 shutil.copyfile(ckpts[0] / name, tmp / name)
-        for f in tmp.iterdir():
-            _fsync(f)
-        _fsync(tmp)
-        os.replace(tmp, out)
-        _fsync(out.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+
+    return write_folder_atomically(out, fill)

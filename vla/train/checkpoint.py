@@ -18,7 +18,7 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,31 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def write_folder_atomically(final: Path, fill: Callable[[Path], None]) -> Path:
+    """Create folder ``final`` whole or not at all: ``fill(tmp)`` writes the files into a hidden temporary
+    folder beside it, which is fsynced and renamed into place. An existing ``final`` is swapped out, so a
+    crash never leaves neither copy; a failure leaves no partial folder behind."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    try:
+        fill(tmp)
+        for f in tmp.iterdir():
+            _fsync(f)
+        _fsync(tmp)
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".old-{final.name}-", dir=final.parent))
+            os.replace(final, old / final.name)
+            os.replace(tmp, final)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, final)
+        _fsync(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
 def save_checkpoint(
     run_dir: str | Path,
     step: int,
@@ -63,30 +88,16 @@ def save_checkpoint(
 ) -> Path:
     """Write checkpoint ``step`` of ``policy`` (unwrapped: not DDP/compiled); point ``last`` at it."""
     root = Path(run_dir) / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=root))
-    try:
+
+    def fill(tmp: Path) -> None:
         save_model(policy, str(tmp / WEIGHTS), metadata={"step": str(step)})
         (tmp / CONFIG).write_text(config_yaml)
         (tmp / POLICY).write_text(json.dumps(policy.metadata(), indent=2))
         (tmp / STATS).write_text(json.dumps(stats_to_json(stats), indent=2))
         if train_state is not None:
             torch.save(train_state, tmp / TRAIN_STATE)
-        for f in tmp.iterdir():
-            _fsync(f)
-        _fsync(tmp)
-        if final.exists():  # the same step saved again: swap, so a crash never leaves neither copy
-            old = Path(tempfile.mkdtemp(prefix=f".old-{final.name}-", dir=root))
-            os.replace(final, old / final.name)
-            os.replace(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, final)
-        _fsync(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    final = write_folder_atomically(root / f"{step:08d}", fill)
     _point_last(root, final.name)
     if keep_last > 0:
         for old_ckpt in list_checkpoints(run_dir)[:-keep_last]:
