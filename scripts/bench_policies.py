@@ -2,7 +2,7 @@
 
     python scripts/bench_policies.py [--tasks pick_cube pick_place] [--methods act diffusion vla_l1 vla_flow]
         [--steps 3000] [--batch-size 32] [--episodes 50] [--data-root pick_cube=data/pick_cube ...]
-        [--set diffusion.num_inference_steps=10 ...] [--device auto] [--no-write]
+        [--set diffusion.num_inference_steps=10 ...] [--device auto] [--jobs 1] [--no-write]
 
 Every method trains on the same LeRobotDataset with the same gradient steps, batch size and frame order
 (vla/baselines/fit.py), then is evaluated on the same seeded episodes through vla.eval.rollout's
@@ -26,7 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from vla.baselines.compare import CompareSettings, MethodResult, compare_on_task, ensure_demos
+from vla.baselines.compare import (
+    CompareSettings,
+    MethodResult,
+    compare_concurrently,
+    compare_on_task,
+    ensure_demos,
+)
 from vla.baselines.methods import METHODS, parse_overrides
 from vla.benchmarks import append_section, machine_description
 from vla.model_config import HeadConfig
@@ -77,6 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:<i>")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--workers", type=int, default=2, help="evaluation processes on CPU (1 on CUDA)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="methods trained and evaluated at once, one process each (for a GPU the host leaves idle)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seed-start", type=int, default=100_000, help="first evaluation episode seed")
     p.add_argument("--max-episode-steps", type=int, default=0, help="episode limit (0: the task's own)")
@@ -97,7 +105,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.roots = {t: roots.get(t, Path("data") / t) for t in a.tasks}
     if not 0.0 <= a.ema_decay < 1.0:
         p.error(f"--ema-decay must be in [0, 1) (0 turns the average off), got {a.ema_decay}")
-    for name in ("steps", "batch_size", "episodes", "demos", "workers", "latency_reps"):
+    for name in ("steps", "batch_size", "episodes", "demos", "workers", "latency_reps", "jobs"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
     try:
@@ -144,7 +152,11 @@ def main(argv: list[str] | None = None) -> list[MethodResult]:
     results: list[MethodResult] = []
     for task in a.tasks:
         ensure_demos(task, a.roots[task], a.demos, a.image_size, workers=max(1, a.workers))
-        results += compare_on_task(task, a.roots[task], a.methods, device, settings, a.parsed_overrides)
+        if a.jobs > 1:
+            results += compare_concurrently(task, a.roots[task], a.methods, device, settings, a.parsed_overrides,
+                                            a.jobs)
+        else:
+            results += compare_on_task(task, a.roots[task], a.methods, device, settings, a.parsed_overrides)
     header = [
         "task",
         "method",
@@ -165,12 +177,14 @@ def main(argv: list[str] | None = None) -> list[MethodResult]:
     precision = "bf16 autocast" if device.type == "cuda" and not a.fp32 else "fp32"
     averaging = (f", every method evaluated with an EMA {a.ema_decay:g} of its weights (updates timed with training)"
                  if a.ema_decay else "")
+    sharing = (f" Methods ran {min(a.jobs, len(a.methods))} at a time, one process each, on one {device.type}: "
+               "their samples/s and latency were measured while the others ran." if a.jobs > 1 else "")
     note = (
         f"{NOTE.format(n_exec=n_exec)} Optimisers: {recipes}. Demos: {data}. {a.steps} gradient steps of "
         f"batch {a.batch_size} on {device.type} ({precision}, {torch.get_num_threads()} torch threads){averaging}; "
         f"evaluation: {a.episodes} seeded episodes per task (seeds from {a.seed_start}), auto gate. "
         f"Latency: batch-1 `predict_chunk` on {device.type} in fp32, result on the host, median / p99 of "
-        f"{a.latency_reps} calls. "
+        f"{a.latency_reps} calls.{sharing} "
         f"{machine_description()}"
     )
     print(note)

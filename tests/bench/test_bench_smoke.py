@@ -61,7 +61,8 @@ def doc_text() -> str | None:
     return DOC.read_text() if DOC.exists() else None
 
 
-def run_policies(root: Path, methods: list[str], out: Path) -> dict:
+def run_policies(root: Path, methods: list[str], out: Path, extra: tuple[str, ...] = (),
+                 overrides: tuple[str, ...] = ()) -> dict:
     before = doc_text()
     load_script("bench_policies").main(
         [
@@ -83,8 +84,10 @@ def run_policies(root: Path, methods: list[str], out: Path) -> dict:
             "4",
             "--data-root",
             f"pick_cube={root}",
+            *extra,
             "--set",
             *SMALL_BASELINES,
+            *overrides,
             "--json",
             str(out),
             "--no-write",
@@ -278,6 +281,38 @@ def test_compiled_training_rows_time_twins_of_ours_and_the_reference(monkeypatch
     assert len(rows) == 5 and counter.frame_count > 0
 
 
+
+
+def test_compared_vla_trains_with_its_keyframe_losses(demo_root: Path, tmp_path: Path) -> None:
+    # The PickPlace recipe's grounding and keyframe-goal losses need their targets in every batch; without
+    # them the policy refuses to train, so this run fails unless the comparison builds them.
+    recipe = ("vla_l1.model.grounding_slots=2", "vla_l1.model.grounding_loss_weight=1.0",
+              "vla_l1.head.goal_loss_weight=1.0")
+    plain = run_policies(demo_root, ["vla_l1"], tmp_path / "plain.json")["results"][0]
+    (row,) = run_policies(demo_root, ["vla_l1"], tmp_path / "out.json", overrides=recipe)["results"]
+    assert row["fit"]["steps"] == 2 and row["params"] > plain["params"]  # the slots and the goal head exist
+    assert torch.isfinite(torch.tensor(row["fit"]["final_loss"]))
+
+
+def test_concurrent_comparison_keeps_method_order(demo_root: Path, tmp_path: Path) -> None:
+    data = run_policies(demo_root, ["vla_l1", "act"], tmp_path / "out.json", extra=("--jobs", "2"))
+    assert [r["method"] for r in data["results"]] == ["vla_l1", "act"]
+    for r in data["results"]:
+        assert r["episodes"] == 1 and r["fit"]["steps"] == 2 and r["latency"]["median_ms"] > 0
+
+
+def test_concurrent_comparison_names_the_method_that_failed(tmp_path: Path) -> None:
+    from vla.baselines.compare import CompareSettings, compare_concurrently
+
+    settings = CompareSettings(steps=1, batch_size=1, episodes=1, progress=False)
+    with pytest.raises(RuntimeError, match="pick_cube / vla_l1 failed in its process"):
+        compare_concurrently("pick_cube", tmp_path / "no_demos", ["vla_l1"], torch.device("cpu"), settings, jobs=1)
+
+
+def test_bench_policies_refuses_zero_jobs(capsys) -> None:
+    with pytest.raises(SystemExit):
+        load_script("bench_policies").parse_args(["--jobs", "0"])
+    assert "--jobs must be >= 1" in capsys.readouterr().err
 
 
 def test_fit_with_ema_leaves_the_average_of_the_iterates(demo_root: Path) -> None:

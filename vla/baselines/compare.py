@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import gc
 import logging
+import multiprocessing as mp
+import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import torch
@@ -15,9 +18,10 @@ import torch
 from envs.config import EnvConfig, make_env
 from vla.baselines.fit import FitResult, fit
 from vla.baselines.lerobot_adapter import image_stats
-from vla.baselines.methods import LABELS, build_recipe
+from vla.baselines.methods import LABELS, Recipe, build_recipe
 from vla.baselines.timing import Timing, count_parameters, time_calls
 from vla.data.dataset import FrameStore, load_frames
+from vla.data.keyframes import keyframe_dataset_options
 from vla.data.stats import compute_stats, relative_action_stats
 from vla.eval.rollout import env_feature_spec, evaluate_policy, obs_to_batch
 from vla.model_config import HeadConfig
@@ -119,6 +123,16 @@ def _latency(model: torch.nn.Module, env_cfg: EnvConfig, device: torch.device, s
     return time_calls(call, s.latency_reps, s.latency_warmup, device)
 
 
+def _training_targets(recipe: Recipe, store: FrameStore, env_cfg: EnvConfig) -> dict[str, Any]:
+    """Our VLA's keyframe-goal and grounding targets when its config turns those losses on, built as the
+    training app builds them; LeRobot's methods have no such losses and train on the plain chunks."""
+    if not recipe.name.startswith("vla"):
+        return {}
+    cfg = recipe.model.cfg
+    return keyframe_dataset_options(store, env_cfg, cfg.head.goal_loss_weight, cfg.backbone.grounding_loss_weight,
+                                    cfg.head.goal_frames)
+
+
 def compare_on_task(
     task: str,
     root: Path,
@@ -141,7 +155,8 @@ def compare_on_task(
         seed_everything(s.seed)  # same init stream and the same batch order for every method
         recipe = build_recipe(name, store.spec, stats, img_stats, vocab, s.steps, device, s.preset, overrides,
                               relative_stats=rel_stats)
-        trained = fit(recipe, store, s.steps, s.batch_size, s.seed, device, s.amp, s.progress, s.ema_decay)
+        trained = fit(recipe, store, s.steps, s.batch_size, s.seed, device, s.amp, s.progress, s.ema_decay,
+                      dataset_options=_training_targets(recipe, store, env_cfg))
         model = recipe.model.eval()
         latency = _latency(model, env_cfg, device, s)
         # A pool of CPU workers gets a pickled copy of the policy; a CUDA policy runs in this process.
@@ -174,3 +189,62 @@ def compare_on_task(
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return results
+
+
+def _compare_in_child(results: Any, task: str, root: Path, method: str, device: str, s: CompareSettings,
+                      overrides: dict[str, dict[str, Any]] | None) -> None:
+    """One method of ``compare_concurrently``, in its own spawned process; sends back its result or its error."""
+    logging.basicConfig(level=logging.INFO, format=f"[{method}] %(message)s")
+    try:
+        results.put((method, compare_on_task(task, root, [method], torch.device(device), s, overrides)[0], None))
+    except BaseException:  # the parent re-raises it with the method's name
+        results.put((method, None, traceback.format_exc()))
+
+
+def compare_concurrently(
+    task: str,
+    root: Path,
+    methods: list[str],
+    device: torch.device,
+    s: CompareSettings,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    jobs: int = 2,
+) -> list[MethodResult]:
+    """``compare_on_task`` with up to ``jobs`` methods training and evaluating at once, one process each.
+
+    Meant for a GPU, where one small model's training is bound by the host and leaves the device mostly
+    idle: several methods share it. Each method's figures are its own run's, but its samples/s and latency
+    are then measured while the others run, which the report must say. Results come back in ``methods``
+    order; a method that fails stops the comparison with its traceback.
+    """
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    ctx = mp.get_context("spawn")  # CUDA cannot be used in a forked child
+    queue = ctx.Queue()
+    pending = list(methods)
+    running: dict[str, Any] = {}
+    done: dict[str, MethodResult] = {}
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                name = pending.pop(0)
+                proc = ctx.Process(target=_compare_in_child, args=(queue, task, root, name, str(device), s, overrides))
+                proc.start()
+                running[name] = proc
+            try:
+                name, result, error = queue.get(timeout=5.0)
+            except Empty:
+                dead = [m for m, p in running.items() if not p.is_alive() and p.exitcode != 0]
+                if dead:
+                    raise RuntimeError(f"{task} / {dead[0]}: its process died with exit code "
+                                       f"{running[dead[0]].exitcode} before reporting (out of memory?)") from None
+                continue
+            running.pop(name).join()
+            if error is not None:
+                raise RuntimeError(f"{task} / {name} failed in its process:\n{error}")
+            done[name] = result
+    finally:
+        for proc in running.values():
+            proc.terminate()
+            proc.join()
+    return [done[m] for m in methods]

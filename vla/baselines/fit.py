@@ -47,12 +47,15 @@ def fit(
     amp: bool = True,
     progress: bool = True,
     ema_decay: float = 0.0,
+    dataset_options: dict[str, Any] | None = None,
 ) -> FitResult:
     """Train ``recipe.model`` for ``steps`` steps. With ``ema_decay`` > 0 the model ends holding the
-    exponential moving average of its weights (vla/train/ema.py), the same for every method."""
+    exponential moving average of its weights (vla/train/ema.py), the same for every method.
+    ``dataset_options`` adds the training targets a method's own losses need (``ChunkDataset`` keywords,
+    e.g. our keyframe goals); they add keys to a batch and leave its frames and order unchanged."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    data = ChunkDataset(store, recipe.chunk_size, uint8_images=True)
+    data = ChunkDataset(store, recipe.chunk_size, uint8_images=True, **(dataset_options or {}))
     loader = make_loader(
         data, ChunkBatchSampler(len(data), batch_size, seed), pin_memory=device.type == "cuda"
     )

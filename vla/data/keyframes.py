@@ -11,7 +11,7 @@ auxiliary loss; ``keyframe_pixels`` turns them into image positions that supervi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import mujoco
 import numpy as np
@@ -118,3 +118,19 @@ def grounding_targets(store: FrameStore, env_cfg: EnvConfig) -> tuple[torch.Tens
         return keyframe_pixels(base, store.state, keyframes, store.spec.cameras)
     finally:
         env.close()
+
+
+def keyframe_dataset_options(
+    store: FrameStore, env_cfg: EnvConfig, goal_loss_weight: float, grounding_loss_weight: float, goal_frames: str
+) -> dict[str, Any]:
+    """The ``ChunkDataset`` keyword arguments that give a policy's keyframe losses their targets: the
+    keyframe goals when either loss is on, and the grounding slots' pixels (projected through a scratch
+    ``env_cfg`` env) when the grounding loss is on. The training app and the policy comparison both
+    build their datasets through this, so a compared VLA trains on exactly what ``scripts/train.py`` does."""
+    options: dict[str, Any] = {
+        "keyframe_goals": goal_loss_weight > 0 or grounding_loss_weight > 0,
+        "goal_frames": goal_frames,
+    }
+    if grounding_loss_weight > 0:
+        options["keyframe_pixels"] = grounding_targets(store, env_cfg)
+    return options

@@ -35,7 +35,7 @@ from vla.data.dataset import (
     make_loader,
     split_episodes,
 )
-from vla.data.keyframes import grounding_targets
+from vla.data.keyframes import keyframe_dataset_options
 from vla.data.stats import Stats, compute_stats, relative_action_stats
 from vla.reporting import print_table
 from vla.train import checkpoint as ckpt_io
@@ -363,10 +363,8 @@ def run_training(cfg: TrainAppConfig, run_dir: str | Path, config_yaml: str,
     seed_everything(cfg.seed)  # same init on every rank; DDP checks nothing, so keep them identical
     store = load_frames(cfg.data.root, cfg.data.repo_id, cfg.data.episodes)
     train_eps, val_eps = split_episodes(store.episode_ids, cfg.data.val_fraction, cfg.seed)
-    goals: dict[str, Any] = dict(keyframe_goals=cfg.head.goal_loss_weight > 0 or cfg.model.grounding_loss_weight > 0,
-                                 goal_frames=cfg.head.goal_frames)
-    if cfg.model.grounding_loss_weight > 0:
-        goals["keyframe_pixels"] = grounding_targets(store, cfg.env)
+    goals = keyframe_dataset_options(store, cfg.env, cfg.head.goal_loss_weight, cfg.model.grounding_loss_weight,
+                                     cfg.head.goal_frames)
     train_data = ChunkDataset(store, cfg.head.chunk_size, train_eps, uint8_images=True, **goals)
     val_data = ChunkDataset(store, cfg.head.chunk_size, val_eps, uint8_images=True, **goals) if val_eps else None
     if cfg.train.init_from:
