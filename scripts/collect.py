@@ -1,6 +1,7 @@
 """Record scripted-expert demonstrations into a local LeRobotDataset.
 
     python scripts/collect.py env=pick_place episodes=200 workers=2
+    python scripts/collect.py env=pick_place episodes=1000 writers=15   # many cores: each writes a shard
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from vla.data.collect import CollectConfig, collect
+from vla.data.collect_shards import collect_in_shards
 from vla.reporting import print_table
 
 ConfigStore.instance().store(name="collect_schema", node=CollectConfig)
@@ -24,7 +26,7 @@ ConfigStore.instance().store(name="collect_schema", node=CollectConfig)
 @hydra.main(config_path="../conf", config_name="collect", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     config: CollectConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-    s = collect(config)
+    s = collect_in_shards(config) if config.writers > 1 else collect(config)
     print_table(
         f"Demonstrations: {config.env.task} on {config.env.robot}",
         {

@@ -79,12 +79,18 @@ class CollectConfig:
     miss: MissConfig = field(default_factory=MissConfig)
     use_videos: bool = False
     flush_every: int = 10
+    # Processes that each simulate and write their own shard, merged into root at the end
+    # (vla/data/collect_shards.py). LeRobot's writer costs a few ms per frame in the one process that
+    # writes, which caps a many-core host; with writers > 1, workers is not used.
+    writers: int = 1
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.writers < 1:
+            raise ValueError(f"writers must be >= 1, got {self.writers}")
 
 
 @dataclass
@@ -167,12 +173,12 @@ def _results(cfg: CollectConfig, seeds: list[int], pool: Any) -> Iterator[Episod
         yield from pool.imap(_worker, jobs)
 
 
-def _read_next_seed(root: Path, default: int) -> int:
+def read_next_seed(root: Path, default: int) -> int:
     f = root / "meta" / STATE_FILE
     return int(json.loads(f.read_text())["next_seed"]) if f.exists() else default
 
 
-def _write_next_seed(root: Path, seed: int) -> None:
+def write_next_seed(root: Path, seed: int) -> None:
     f = root / "meta" / STATE_FILE
     tmp = f.with_suffix(".tmp")
     tmp.write_text(json.dumps({"next_seed": seed}))
@@ -195,8 +201,13 @@ class CollectSummary:
         return self.recorded / self.attempts if self.attempts else float("nan")
 
 
-def collect(cfg: CollectConfig, progress: bool = True) -> CollectSummary:
-    """Record expert episodes at ``cfg.root`` until it holds ``cfg.episodes`` of them."""
+def collect(cfg: CollectConfig, progress: bool = True, seed_stride: int = 1) -> CollectSummary:
+    """Record expert episodes at ``cfg.root`` until it holds ``cfg.episodes`` of them.
+
+    Seeds run ``cfg.seed``, ``cfg.seed + seed_stride``, ...: a shard of a sharded recording takes every
+    ``seed_stride``-th seed, so shards never share one."""
+    if seed_stride < 1:
+        raise ValueError(f"seed_stride must be >= 1, got {seed_stride}")
     import datasets
     from tqdm import tqdm
 
@@ -216,7 +227,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectSummary:
     probe.close()
 
     start = time.perf_counter()
-    next_seed = _read_next_seed(root, cfg.seed)
+    next_seed = read_next_seed(root, cfg.seed)
     ctx = mp.get_context("spawn")
     pool = ctx.Pool(cfg.workers, initializer=_init_worker) if cfg.workers > 1 else None
     bar = tqdm(total=need, desc=f"collect {cfg.env.task}", unit="ep", disable=not progress)
@@ -225,9 +236,10 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectSummary:
                              cfg.use_videos) as rec:
             while summary.recorded < need:
                 missing = need - summary.recorded
-                seeds = list(range(next_seed, next_seed + missing + max(1, missing // 20)))
+                tries = missing + max(1, missing // 20)
+                seeds = list(range(next_seed, next_seed + tries * seed_stride, seed_stride))
                 for result in _results(cfg, seeds, pool):
-                    next_seed = result.seed + 1
+                    next_seed = result.seed + seed_stride
                     summary.attempts += 1
                     if result.success:
                         rec.add_episode(result.frames, result.task)
@@ -238,7 +250,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectSummary:
                     else:
                         summary.discarded += 1
                     bar.set_postfix(discarded=summary.discarded)
-                    _write_next_seed(root, next_seed)
+                    write_next_seed(root, next_seed)
                     if summary.recorded >= need:
                         break
             summary.total_episodes = rec.num_episodes
