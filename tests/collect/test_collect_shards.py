@@ -98,6 +98,22 @@ def test_merge_script_concatenates_datasets(tmp_path, capsys):
     assert "merge into a new root" in capsys.readouterr().err
 
 
+def test_progress_survives_a_metadata_file_caught_mid_rewrite(tmp_path):
+    # LeRobot rewrites info.json in place (truncate, then write): a poll between the two reads an empty file.
+    # A sharded recording on an H200 host's 15 writers died of exactly this JSONDecodeError in its progress bar.
+    from vla.data.collect_shards import _recorded_so_far
+
+    shards = shard_configs(_config(tmp_path / "d", episodes=4, writers=2))
+    meta = Path(shards[0].root) / "meta"
+    meta.mkdir(parents=True)
+    (meta / "info.json").write_text("")
+    with pytest.raises(ValueError):
+        existing_episodes(Path(shards[0].root))
+    assert _recorded_so_far(shards, last=3) == 3
+    (meta / "info.json").write_text(json.dumps({"total_episodes": 2}))
+    assert _recorded_so_far(shards, last=3) == 2
+
+
 def test_writers_must_be_positive():
     with pytest.raises(ValueError, match="writers must be >= 1"):
         CollectConfig(writers=0)

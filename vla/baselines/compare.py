@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import logging
 import multiprocessing as mp
+import os
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -192,9 +193,10 @@ def compare_on_task(
 
 
 def _compare_in_child(results: Any, task: str, root: Path, method: str, device: str, s: CompareSettings,
-                      overrides: dict[str, dict[str, Any]] | None) -> None:
+                      overrides: dict[str, dict[str, Any]] | None, threads: int) -> None:
     """One method of ``compare_concurrently``, in its own spawned process; sends back its result or its error."""
     logging.basicConfig(level=logging.INFO, format=f"[{method}] %(message)s")
+    torch.set_num_threads(threads)
     try:
         results.put((method, compare_on_task(task, root, [method], torch.device(device), s, overrides)[0], None))
     except BaseException:  # the parent re-raises it with the method's name
@@ -220,6 +222,8 @@ def compare_concurrently(
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     ctx = mp.get_context("spawn")  # CUDA cannot be used in a forked child
+    # Each process would otherwise take a torch thread per core, and together oversubscribe the host.
+    threads = max(1, (os.cpu_count() or 1) // min(jobs, len(methods)))
     queue = ctx.Queue()
     pending = list(methods)
     running: dict[str, Any] = {}
@@ -228,7 +232,8 @@ def compare_concurrently(
         while pending or running:
             while pending and len(running) < jobs:
                 name = pending.pop(0)
-                proc = ctx.Process(target=_compare_in_child, args=(queue, task, root, name, str(device), s, overrides))
+                args = (queue, task, root, name, str(device), s, overrides, threads)
+                proc = ctx.Process(target=_compare_in_child, args=args)
                 proc.start()
                 running[name] = proc
             try:

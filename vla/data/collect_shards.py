@@ -37,6 +37,15 @@ def shard_configs(cfg: CollectConfig) -> list[CollectConfig]:
     ]
 
 
+def _recorded_so_far(shards: list[CollectConfig], last: int) -> int:
+    """Episodes the shards hold now, for the progress bar. A shard's writer may be rewriting the metadata this
+    reads at this very moment (LeRobot writes ``info.json`` in place), so a torn read keeps the last count."""
+    try:
+        return sum(existing_episodes(Path(s.root)) for s in shards)
+    except (ValueError, OSError):  # json.JSONDecodeError is a ValueError
+        return last
+
+
 def _record_shard(args: tuple[CollectConfig, int]) -> CollectSummary:
     shard, stride = args
     return collect(shard, progress=False, seed_stride=stride)
@@ -64,10 +73,10 @@ def collect_in_shards(cfg: CollectConfig, progress: bool = True) -> CollectSumma
         pending = pool.map_async(_record_shard, [(s, cfg.writers) for s in shards])
         while not pending.ready():
             pending.wait(2.0)
-            bar.n = sum(existing_episodes(Path(s.root)) for s in shards)
+            bar.n = _recorded_so_far(shards, bar.n)
             bar.refresh()
         parts = pending.get()  # re-raises a shard's error; the shards stay for a resumed run
-    bar.n = sum(existing_episodes(Path(s.root)) for s in shards)
+    bar.n = sum(p.total_episodes for p in parts)
     bar.close()
     merge_datasets([s.root for s in shards], root, cfg.repo_id)
     # Seeds used by any shard stay used: extending the merged dataset starts after all of them.
