@@ -3,6 +3,7 @@
     python scripts/bench_policies.py [--tasks pick_cube pick_place] [--methods act diffusion vla_l1 vla_flow]
         [--steps 3000] [--batch-size 32] [--episodes 50] [--data-root pick_cube=data/pick_cube ...]
         [--set diffusion.num_inference_steps=10 ...] [--device auto] [--jobs 1] [--no-write]
+        [--demos 100 --writers 1 --demo-options miss.prob=0.4 ...]
 
 Every method trains on the same LeRobotDataset with the same gradient steps, batch size and frame order
 (vla/baselines/fit.py), then is evaluated on the same seeded episodes through vla.eval.rollout's
@@ -31,6 +32,7 @@ from vla.baselines.compare import (
     MethodResult,
     compare_concurrently,
     compare_on_task,
+    demo_config,
     ensure_demos,
 )
 from vla.baselines.methods import METHODS, parse_overrides
@@ -65,6 +67,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="dataset of a task (default data/<task>); recorded there when missing",
     )
     p.add_argument("--demos", type=int, default=100, help="episodes to record when a dataset is missing")
+    p.add_argument("--writers", type=int, default=1,
+                   help="processes that each record and write a shard of missing demos (many-core hosts)")
+    p.add_argument("--demo-options", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help="recording settings of missing demos, as scripts/collect.py takes them, "
+                        "e.g. noise.std=0.01 noise.prob=0.3 miss.prob=0.4")
     p.add_argument(
         "--image-size",
         type=int,
@@ -105,11 +112,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.roots = {t: roots.get(t, Path("data") / t) for t in a.tasks}
     if not 0.0 <= a.ema_decay < 1.0:
         p.error(f"--ema-decay must be in [0, 1) (0 turns the average off), got {a.ema_decay}")
-    for name in ("steps", "batch_size", "episodes", "demos", "workers", "latency_reps", "jobs"):
+    for name in ("steps", "batch_size", "episodes", "demos", "workers", "latency_reps", "jobs", "writers"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
     try:
         a.parsed_overrides = parse_overrides(a.overrides)
+        demo_config(a.tasks[0], Path("unused"), 1, a.image_size, 1, 1, a.demo_options)  # checks the options now
     except ValueError as exc:
         p.error(str(exc))
     return a
@@ -151,7 +159,8 @@ def main(argv: list[str] | None = None) -> list[MethodResult]:
     )
     results: list[MethodResult] = []
     for task in a.tasks:
-        ensure_demos(task, a.roots[task], a.demos, a.image_size, workers=max(1, a.workers))
+        ensure_demos(task, a.roots[task], a.demos, a.image_size, workers=max(1, a.workers), writers=a.writers,
+                     options=a.demo_options)
         if a.jobs > 1:
             results += compare_concurrently(task, a.roots[task], a.methods, device, settings, a.parsed_overrides,
                                             a.jobs)

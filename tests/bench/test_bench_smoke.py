@@ -309,6 +309,19 @@ def test_concurrent_comparison_names_the_method_that_failed(tmp_path: Path) -> N
         compare_concurrently("pick_cube", tmp_path / "no_demos", ["vla_l1"], torch.device("cpu"), settings, jobs=1)
 
 
+def test_missing_demos_are_recorded_with_their_options_by_several_writers(tmp_path: Path) -> None:
+    from vla.baselines.compare import demo_config
+    from vla.data.recorder import existing_episodes
+
+    cfg = demo_config("pick_cube", tmp_path / "d", 3, 16, 1, 2, ["noise.std=0.01", "noise.prob=0.3", "seed=7"])
+    assert (cfg.noise.std, cfg.noise.prob, cfg.seed, cfg.writers, cfg.env.image_size) == (0.01, 0.3, 7, 2, 16)
+    with pytest.raises(ValueError, match="MissConfig has no field 'probability'"):
+        demo_config("pick_cube", tmp_path / "d", 3, 16, 1, 1, ["miss.probability=0.4"])
+    ensure_demos("pick_cube", tmp_path / "d", episodes=3, image_size=16, workers=1, writers=2,
+                 options=["noise.std=0.01", "noise.prob=0.3"])
+    assert existing_episodes(tmp_path / "d") == 3 and not (tmp_path / "d.shards").exists()
+
+
 def test_bench_policies_refuses_zero_jobs(capsys) -> None:
     with pytest.raises(SystemExit):
         load_script("bench_policies").parse_args(["--jobs", "0"])

@@ -4,12 +4,14 @@ then time batch-1 inference and evaluate it on the same seeded episodes through 
 
 from __future__ import annotations
 
+import ast
 import gc
 import logging
 import multiprocessing as mp
 import os
 import traceback
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from queue import Empty
 from typing import Any
@@ -21,6 +23,7 @@ from vla.baselines.fit import FitResult, fit
 from vla.baselines.lerobot_adapter import image_stats
 from vla.baselines.methods import LABELS, Recipe, build_recipe
 from vla.baselines.timing import Timing, count_parameters, time_calls
+from vla.data.collect import CollectConfig
 from vla.data.dataset import FrameStore, load_frames
 from vla.data.keyframes import keyframe_dataset_options
 from vla.data.stats import compute_stats, relative_action_stats
@@ -72,22 +75,49 @@ class MethodResult:
         return out
 
 
-def ensure_demos(task: str, root: Path, episodes: int, image_size: int, workers: int) -> None:
-    """Record ``episodes`` scripted-expert demos of ``task`` at ``root`` unless a dataset is already there."""
+# Recording settings a comparison may change; the env, root, episode count and processes have their own flags.
+_DEMO_OPTION_GROUPS = ("noise", "miss")
+_DEMO_OPTION_FIELDS = ("seed", "use_videos", "flush_every")
+
+
+def demo_config(task: str, root: Path, episodes: int, image_size: int, workers: int, writers: int = 1,
+                options: Sequence[str] = ()) -> CollectConfig:
+    """The recording ``ensure_demos`` runs. ``options`` are ``field=value`` overrides as ``scripts/collect.py``
+    takes them, e.g. ``noise.std=0.01 noise.prob=0.3 miss.prob=0.4``; a bad one raises ``ValueError``."""
+    cfg = CollectConfig(env=EnvConfig(task=task, image_size=image_size), root=str(root), repo_id=f"local/{task}",
+                        episodes=episodes, workers=workers, writers=writers)
+    for item in options:
+        key, sep, raw = item.partition("=")
+        group, _, name = key.rpartition(".")
+        try:
+            value: Any = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        if not sep or (group and group not in _DEMO_OPTION_GROUPS) or (not group and name not in _DEMO_OPTION_FIELDS):
+            raise ValueError(f"demo option {item!r}: write FIELD=VALUE with FIELD one of {list(_DEMO_OPTION_FIELDS)} "
+                             f"or {[g + '.<field>' for g in _DEMO_OPTION_GROUPS]}, e.g. miss.prob=0.4")
+        target = getattr(cfg, group) if group else cfg
+        if name not in {f.name for f in fields(target)}:
+            raise ValueError(f"demo option {item!r}: {type(target).__name__} has no field {name!r}; valid fields "
+                             f"are {sorted(f.name for f in fields(target))}")
+        updated = replace(target, **{name: value})  # re-runs the config's own checks
+        cfg = replace(cfg, **{group: updated}) if group else updated
+    return cfg
+
+
+def ensure_demos(task: str, root: Path, episodes: int, image_size: int, workers: int, writers: int = 1,
+                 options: Sequence[str] = ()) -> None:
+    """Record ``episodes`` scripted-expert demos of ``task`` at ``root`` unless a dataset is already there
+    (``writers`` > 1: that many processes each write a shard, vla/data/collect_shards.py)."""
     if (root / "meta" / "info.json").is_file():
         return
-    from vla.data.collect import CollectConfig, collect
+    from vla.data.collect import collect
+    from vla.data.collect_shards import collect_in_shards
 
+    cfg = demo_config(task, root, episodes, image_size, workers, writers, options)
     log.info("no dataset at %s: recording %d %s demos", root, episodes, task)
-    collect(
-        CollectConfig(
-            env=EnvConfig(task=task, image_size=image_size),
-            root=str(root),
-            repo_id=f"local/{task}",
-            episodes=episodes,
-            workers=workers,
-        )
-    )
+    summary = collect_in_shards(cfg) if writers > 1 else collect(cfg)
+    log.info("recorded %d %s demos (%d frames) in %.1f s", summary.recorded, task, summary.frames, summary.seconds)
 
 
 def task_env(task: str, store: FrameStore, max_steps: int | None) -> EnvConfig:
