@@ -37,6 +37,7 @@ from vla.baselines.compare import (
 )
 from vla.baselines.methods import METHODS, parse_overrides
 from vla.benchmarks import append_section, machine_description
+from vla.eval.rollout import threads_per_worker
 from vla.model_config import HeadConfig
 from vla.reporting import print_grid
 from vla.train.loop import resolve_device
@@ -158,12 +159,15 @@ def main(argv: list[str] | None = None) -> list[MethodResult]:
         ema_decay=a.ema_decay,
     )
     results: list[MethodResult] = []
+    # With --jobs, each method's process takes its share of the cores (or --threads each).
+    process_threads = (a.threads or threads_per_worker(min(a.jobs, len(a.methods)))) if a.jobs > 1 \
+        else torch.get_num_threads()
     for task in a.tasks:
         ensure_demos(task, a.roots[task], a.demos, a.image_size, workers=max(1, a.workers), writers=a.writers,
                      options=a.demo_options)
         if a.jobs > 1:
             results += compare_concurrently(task, a.roots[task], a.methods, device, settings, a.parsed_overrides,
-                                            a.jobs)
+                                            a.jobs, threads=process_threads)
         else:
             results += compare_on_task(task, a.roots[task], a.methods, device, settings, a.parsed_overrides)
     header = [
@@ -190,7 +194,7 @@ def main(argv: list[str] | None = None) -> list[MethodResult]:
                "their samples/s and latency were measured while the others ran." if a.jobs > 1 else "")
     note = (
         f"{NOTE.format(n_exec=n_exec)} Optimisers: {recipes}. Demos: {data}. {a.steps} gradient steps of "
-        f"batch {a.batch_size} on {device.type} ({precision}, {torch.get_num_threads()} torch threads){averaging}; "
+        f"batch {a.batch_size} on {device.type} ({precision}, {process_threads} torch threads){averaging}; "
         f"evaluation: {a.episodes} seeded episodes per task (seeds from {a.seed_start}), auto gate. "
         f"Latency: batch-1 `predict_chunk` on {device.type} in fp32, result on the host, median / p99 of "
         f"{a.latency_reps} calls.{sharing} "

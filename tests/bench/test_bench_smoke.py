@@ -315,8 +315,12 @@ def test_missing_demos_are_recorded_with_their_options_by_several_writers(tmp_pa
 
     cfg = demo_config("pick_cube", tmp_path / "d", 3, 16, 1, 2, ["noise.std=0.01", "noise.prob=0.3", "seed=7"])
     assert (cfg.noise.std, cfg.noise.prob, cfg.seed, cfg.writers, cfg.env.image_size) == (0.01, 0.3, 7, 2, 16)
-    with pytest.raises(ValueError, match="MissConfig has no field 'probability'"):
+    with pytest.raises(ValueError, match="Key 'probability' not in 'MissConfig'"):
         demo_config("pick_cube", tmp_path / "d", 3, 16, 1, 1, ["miss.probability=0.4"])
+    # Read as scripts/collect.py reads them: "false" is False, not a truthy string.
+    assert demo_config("pick_cube", tmp_path / "d", 3, 16, 1, 1, ["use_videos=false"]).use_videos is False
+    with pytest.raises(ValueError, match="could not be converted to Float"):
+        demo_config("pick_cube", tmp_path / "d", 3, 16, 1, 1, ["miss.prob=often"])
     ensure_demos("pick_cube", tmp_path / "d", episodes=3, image_size=16, workers=1, writers=2,
                  options=["noise.std=0.01", "noise.prob=0.3"])
     assert existing_episodes(tmp_path / "d") == 3 and not (tmp_path / "d.shards").exists()

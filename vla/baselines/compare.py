@@ -4,16 +4,11 @@ then time batch-1 inference and evaluate it on the same seeded episodes through 
 
 from __future__ import annotations
 
-import ast
 import gc
 import logging
-import multiprocessing as mp
-import os
-import traceback
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from queue import Empty
 from typing import Any
 
 import torch
@@ -27,8 +22,15 @@ from vla.data.collect import CollectConfig
 from vla.data.dataset import FrameStore, load_frames
 from vla.data.keyframes import keyframe_dataset_options
 from vla.data.stats import compute_stats, relative_action_stats
-from vla.eval.rollout import env_feature_spec, evaluate_policy, obs_to_batch
+from vla.eval.rollout import (
+    env_feature_spec,
+    evaluate_policy,
+    obs_to_batch,
+    prepare_worker_process,
+    threads_per_worker,
+)
 from vla.model_config import HeadConfig
+from vla.parallel import JobFailed, run_in_processes
 from vla.tokenizer import build_vocab
 from vla.train.checkpoint import IncompatibleCheckpointError, check_compatible
 from vla.train.loop import seed_everything
@@ -82,27 +84,26 @@ _DEMO_OPTION_FIELDS = ("seed", "use_videos", "flush_every")
 
 def demo_config(task: str, root: Path, episodes: int, image_size: int, workers: int, writers: int = 1,
                 options: Sequence[str] = ()) -> CollectConfig:
-    """The recording ``ensure_demos`` runs. ``options`` are ``field=value`` overrides as ``scripts/collect.py``
-    takes them, e.g. ``noise.std=0.01 noise.prob=0.3 miss.prob=0.4``; a bad one raises ``ValueError``."""
+    """The recording ``ensure_demos`` runs. ``options`` are ``field=value`` overrides read the way
+    ``scripts/collect.py`` reads them (OmegaConf, typed by the config), e.g. ``noise.std=0.01 miss.prob=0.4``;
+    a bad one raises ``ValueError``."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     cfg = CollectConfig(env=EnvConfig(task=task, image_size=image_size), root=str(root), repo_id=f"local/{task}",
                         episodes=episodes, workers=workers, writers=writers)
     for item in options:
-        key, sep, raw = item.partition("=")
+        key = item.partition("=")[0]
         group, _, name = key.rpartition(".")
-        try:
-            value: Any = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw
-        if not sep or (group and group not in _DEMO_OPTION_GROUPS) or (not group and name not in _DEMO_OPTION_FIELDS):
+        if "=" not in item or (group and group not in _DEMO_OPTION_GROUPS) or \
+                (not group and name not in _DEMO_OPTION_FIELDS):
             raise ValueError(f"demo option {item!r}: write FIELD=VALUE with FIELD one of {list(_DEMO_OPTION_FIELDS)} "
                              f"or {[g + '.<field>' for g in _DEMO_OPTION_GROUPS]}, e.g. miss.prob=0.4")
-        target = getattr(cfg, group) if group else cfg
-        if name not in {f.name for f in fields(target)}:
-            raise ValueError(f"demo option {item!r}: {type(target).__name__} has no field {name!r}; valid fields "
-                             f"are {sorted(f.name for f in fields(target))}")
-        updated = replace(target, **{name: value})  # re-runs the config's own checks
-        cfg = replace(cfg, **{group: updated}) if group else updated
-    return cfg
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(cfg), OmegaConf.from_dotlist(list(options)))
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]  # runs the configs' own checks
+    except OmegaConfBaseException as exc:
+        raise ValueError(f"demo options {list(options)}: {str(exc).splitlines()[0]}") from exc
 
 
 def ensure_demos(task: str, root: Path, episodes: int, image_size: int, workers: int, writers: int = 1,
@@ -110,6 +111,10 @@ def ensure_demos(task: str, root: Path, episodes: int, image_size: int, workers:
     """Record ``episodes`` scripted-expert demos of ``task`` at ``root`` unless a dataset is already there
     (``writers`` > 1: that many processes each write a shard, vla/data/collect_shards.py)."""
     if (root / "meta" / "info.json").is_file():
+        if options or writers > 1:
+            log.warning("%s already holds a dataset: it is used as it is, and the recording settings given "
+                        "(writers=%d, %s) are not applied; pass a new --data-root to record with them",
+                        root, writers, " ".join(options) or "no options")
         return
     from vla.data.collect import collect
     from vla.data.collect_shards import collect_in_shards
@@ -222,15 +227,12 @@ def compare_on_task(
     return results
 
 
-def _compare_in_child(results: Any, task: str, root: Path, method: str, device: str, s: CompareSettings,
-                      overrides: dict[str, dict[str, Any]] | None, threads: int) -> None:
-    """One method of ``compare_concurrently``, in its own spawned process; sends back its result or its error."""
+def _compare_one(task: str, root: Path, method: str, device: str, s: CompareSettings,
+                 overrides: dict[str, dict[str, Any]] | None, threads: int) -> MethodResult:
+    """One method of ``compare_concurrently``, in its own spawned process."""
     logging.basicConfig(level=logging.INFO, format=f"[{method}] %(message)s")
-    torch.set_num_threads(threads)
-    try:
-        results.put((method, compare_on_task(task, root, [method], torch.device(device), s, overrides)[0], None))
-    except BaseException:  # the parent re-raises it with the method's name
-        results.put((method, None, traceback.format_exc()))
+    prepare_worker_process(threads)
+    return compare_on_task(task, root, [method], torch.device(device), s, overrides)[0]
 
 
 def compare_concurrently(
@@ -241,45 +243,29 @@ def compare_concurrently(
     s: CompareSettings,
     overrides: dict[str, dict[str, Any]] | None = None,
     jobs: int = 2,
+    threads: int = 0,
 ) -> list[MethodResult]:
     """``compare_on_task`` with up to ``jobs`` methods training and evaluating at once, one process each.
 
     Meant for a GPU, where one small model's training is bound by the host and leaves the device mostly
     idle: several methods share it. Each method's figures are its own run's, but its samples/s and latency
-    are then measured while the others run, which the report must say. Results come back in ``methods``
-    order; a method that fails stops the comparison with its traceback.
+    are then measured while the others run, which the report must say. Each process holds its own copy of
+    the frames. ``threads`` is each process's torch threads (0: the host's cores shared out, so the
+    processes do not oversubscribe it). Results come back in ``methods`` order; a method that fails stops
+    the comparison with its traceback.
     """
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    ctx = mp.get_context("spawn")  # CUDA cannot be used in a forked child
-    # Each process would otherwise take a torch thread per core, and together oversubscribe the host.
-    threads = max(1, (os.cpu_count() or 1) // min(jobs, len(methods)))
-    queue = ctx.Queue()
-    pending = list(methods)
-    running: dict[str, Any] = {}
-    done: dict[str, MethodResult] = {}
+    if not methods:
+        return []
+    threads = threads or threads_per_worker(min(jobs, len(methods)))
     try:
-        while pending or running:
-            while pending and len(running) < jobs:
-                name = pending.pop(0)
-                args = (queue, task, root, name, str(device), s, overrides, threads)
-                proc = ctx.Process(target=_compare_in_child, args=args)
-                proc.start()
-                running[name] = proc
-            try:
-                name, result, error = queue.get(timeout=5.0)
-            except Empty:
-                dead = [m for m, p in running.items() if not p.is_alive() and p.exitcode != 0]
-                if dead:
-                    raise RuntimeError(f"{task} / {dead[0]}: its process died with exit code "
-                                       f"{running[dead[0]].exitcode} before reporting (out of memory?)") from None
-                continue
-            running.pop(name).join()
-            if error is not None:
-                raise RuntimeError(f"{task} / {name} failed in its process:\n{error}")
-            done[name] = result
-    finally:
-        for proc in running.values():
-            proc.terminate()
-            proc.join()
-    return [done[m] for m in methods]
+        return run_in_processes(
+            _compare_one,
+            [(task, root, m, str(device), s, overrides, threads) for m in methods],
+            methods,
+            max_running=jobs,
+        )
+    except JobFailed as exc:
+        raise RuntimeError(f"{task} / {exc.name} failed in its process:\n{exc.detail}\nRerun with --jobs 1 to "
+                           "run it in this process") from exc

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vla.data.commit import write_commit
+from vla.data.collect import read_next_seed, write_next_seed
+from vla.data.commit import committed_episodes, write_commit
 from vla.data.recorder import existing_episodes
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,10 @@ def _layout(root: Path) -> tuple[dict[str, Any], int, str | None]:
     if not info_file.is_file():
         raise FileNotFoundError(f"{root} is not a LeRobotDataset (no meta/info.json); check the path")
     info = json.loads(info_file.read_text())
+    committed = committed_episodes(root)
+    if committed is not None and committed != int(info["total_episodes"]):
+        raise ValueError(f"{root} holds episodes past its last commit (a recording killed mid-episode): rerun its "
+                         "scripts/collect.py command once to recover it, then merge")
     features = {k: (tuple(v["shape"]), v["dtype"]) for k, v in info["features"].items() if k not in _BOOKKEEPING}
     return features, int(info["fps"]), info.get("robot_type")
 
@@ -60,8 +65,16 @@ def merge_datasets(roots: Sequence[str | Path], root: str | Path, repo_id: str) 
     if staging.exists():  # left by a merge that was killed: never a finished dataset
         shutil.rmtree(staging)
     log.info("merging %d datasets (%d episodes) into %s", len(sources), sum(map(existing_episodes, sources)), dest)
-    aggregate_datasets([f"{repo_id}-part{i}" for i in range(len(sources))], repo_id, roots=sources,
-                       aggr_root=staging)
-    write_commit(staging)  # the recovery point for a later recording that extends the merged dataset
-    os.replace(staging, dest)
+    try:
+        aggregate_datasets([f"{repo_id}-part{i}" for i in range(len(sources))], repo_id, roots=sources,
+                           aggr_root=staging)
+        write_commit(staging)  # the recovery point for a later recording that extends the merged dataset
+        # Seeds any source used stay used: a recording that extends the merged dataset starts after them all.
+        seeds = [read_next_seed(src, -1) for src in sources]
+        if max(seeds) >= 0:
+            write_next_seed(staging, max(seeds))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    os.replace(staging, dest)  # data, commit and next seed appear together
     return existing_episodes(dest)
