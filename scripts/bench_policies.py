@@ -118,9 +118,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
     try:
         a.parsed_overrides = parse_overrides(a.overrides)
-        demo_config(a.tasks[0], Path("unused"), 1, a.image_size, 1, 1, a.demo_options)  # checks the options now
+        demo = demo_config(a.tasks[0], Path("unused"), 1, a.image_size, 1, 1, a.demo_options)  # checked now
     except ValueError as exc:
         p.error(str(exc))
+    # Demos recorded here take seeds from demo.seed on (a few more where the expert fails): they must stay
+    # clear of the evaluation's seeds, or the policies are tested on scenes they were trained on.
+    if demo.seed <= a.seed_start < demo.seed + 2 * a.demos:
+        p.error(f"demos from seed {demo.seed} ({a.demos} of them) would run into the evaluation seeds from "
+                f"{a.seed_start}; choose another seed= in --demo-options or another --seed-start")
     return a
 
 

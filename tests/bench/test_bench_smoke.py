@@ -326,6 +326,13 @@ def test_missing_demos_are_recorded_with_their_options_by_several_writers(tmp_pa
     assert existing_episodes(tmp_path / "d") == 3 and not (tmp_path / "d.shards").exists()
 
 
+def test_bench_policies_keeps_demo_seeds_clear_of_evaluation_seeds(capsys) -> None:
+    with pytest.raises(SystemExit):
+        load_script("bench_policies").parse_args(["--demo-options", "seed=99990", "--demos", "100"])
+    assert "would run into the evaluation seeds from 100000" in capsys.readouterr().err
+    assert load_script("bench_policies").parse_args(["--demo-options", "seed=1000"]).demo_options == ["seed=1000"]
+
+
 def test_bench_policies_refuses_zero_jobs(capsys) -> None:
     with pytest.raises(SystemExit):
         load_script("bench_policies").parse_args(["--jobs", "0"])
