@@ -109,10 +109,9 @@ def collect_in_shards(cfg: CollectConfig, progress: bool = True) -> CollectSumma
             "dataset. Extend this one with writers=1, or record into a new root"
         )
     if root.exists():
-        raise FileExistsError(
-            f"{root} exists but holds no finished dataset; a sharded recording merges into a new root. Move or "
-            f"delete it and rerun{' (the shards in ' + str(shards_root) + ' are kept)' if shards_root.exists() else ''}"
-        )
+        kept = f" (the shards in {shards_root} are kept)" if shards_root.exists() else ""
+        raise FileExistsError(f"{root} exists but holds no finished dataset; a sharded recording merges into a new "
+                              f"root. Move or delete it and rerun{kept}")
     _check_plan(cfg)
     shards = shard_configs(cfg)
     start = time.perf_counter()
