@@ -89,6 +89,13 @@ def test_resuming_under_another_plan_is_refused(tmp_path):
     assert shards_dir(f"{tmp_path / 'd'}/") == tmp_path / "d.shards"  # a trailing slash keeps them beside it
 
 
+def test_a_destination_that_exists_without_a_dataset_is_refused_before_recording(tmp_path):
+    (tmp_path / "d").mkdir()
+    with pytest.raises(FileExistsError, match="exists but holds no finished dataset"):
+        collect_in_shards(_config(tmp_path / "d", episodes=2, writers=2), progress=False)
+    assert not (tmp_path / "d.shards").exists()  # nothing was recorded
+
+
 def test_a_failed_merge_leaves_no_half_built_dataset(tmp_path, monkeypatch):
     a = tmp_path / "a"
     collect(_config(a, episodes=1, workers=1), progress=False)
