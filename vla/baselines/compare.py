@@ -159,14 +159,20 @@ def _latency(model: torch.nn.Module, env_cfg: EnvConfig, device: torch.device, s
     return time_calls(call, s.latency_reps, s.latency_warmup, device)
 
 
-def _training_targets(recipe: Recipe, store: FrameStore, env_cfg: EnvConfig) -> dict[str, Any]:
+def _training_targets(recipe: Recipe, store: FrameStore, env_cfg: EnvConfig,
+                      cache: dict[tuple[bool, bool, str], dict[str, Any]]) -> dict[str, Any]:
     """Our VLA's keyframe-goal and grounding targets when its config turns those losses on, built as the
-    training app builds them; LeRobot's methods have no such losses and train on the plain chunks."""
+    training app builds them; LeRobot's methods have no such losses and train on the plain chunks. The
+    grounding pixels take a pass of the env's cameras over every frame, so methods asking for the same
+    targets share one build through ``cache``."""
     if not recipe.name.startswith("vla"):
         return {}
     cfg = recipe.model.cfg
-    return keyframe_dataset_options(store, env_cfg, cfg.head.goal_loss_weight, cfg.backbone.grounding_loss_weight,
-                                    cfg.head.goal_frames)
+    key = (cfg.head.goal_loss_weight > 0, cfg.backbone.grounding_loss_weight > 0, cfg.head.goal_frames)
+    if key not in cache:
+        cache[key] = keyframe_dataset_options(store, env_cfg, cfg.head.goal_loss_weight,
+                                              cfg.backbone.grounding_loss_weight, cfg.head.goal_frames)
+    return cache[key]
 
 
 def compare_on_task(
@@ -187,12 +193,13 @@ def compare_on_task(
     vocab = build_vocab(store.tasks)
     log.info("%s: %d episodes, %d frames from %s", task, len(store.episode_ids), len(store), root)
     results = []
+    targets: dict[tuple[bool, bool, str], dict[str, Any]] = {}
     for name in methods:
         seed_everything(s.seed)  # same init stream and the same batch order for every method
         recipe = build_recipe(name, store.spec, stats, img_stats, vocab, s.steps, device, s.preset, overrides,
                               relative_stats=rel_stats)
         trained = fit(recipe, store, s.steps, s.batch_size, s.seed, device, s.amp, s.progress, s.ema_decay,
-                      dataset_options=_training_targets(recipe, store, env_cfg))
+                      dataset_options=_training_targets(recipe, store, env_cfg, targets))
         model = recipe.model.eval()
         latency = _latency(model, env_cfg, device, s)
         # A pool of CPU workers gets a pickled copy of the policy; a CUDA policy runs in this process.
