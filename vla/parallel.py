@@ -11,7 +11,7 @@ import multiprocessing as mp
 import pickle
 import traceback
 from collections.abc import Callable, Sequence
-from queue import Empty
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 # How long a finished job's process may take to exit after sending its result before it is terminated.
@@ -27,12 +27,14 @@ class JobFailed(RuntimeError):
         self.detail = detail
 
 
-def _child(queue: Any, index: int, target: Callable[..., Any], args: tuple[Any, ...]) -> None:
+def _child(conn: Connection, target: Callable[..., Any], args: tuple[Any, ...]) -> None:
     try:
         # Pickled here, inside the try: a result that cannot be pickled comes back as an error, not as silence.
-        queue.put((index, pickle.dumps(target(*args)), None))
+        message = (pickle.dumps(target(*args)), None)
     except BaseException:  # the parent raises it, with the job's name
-        queue.put((index, None, traceback.format_exc()))
+        message = (None, traceback.format_exc())
+    conn.send(message)
+    conn.close()
 
 
 def run_in_processes(
@@ -51,48 +53,43 @@ def run_in_processes(
     if max_running < 1:
         raise ValueError(f"max_running must be >= 1, got {max_running}")
     ctx = mp.get_context("spawn")  # CUDA and EGL contexts cannot be used in a forked child
-    queue = ctx.Queue()
     pending = list(range(len(jobs)))
-    running: dict[int, Any] = {}
+    # One pipe per job: its reader turns ready when the job sends its result or when its process ends, and an
+    # end with nothing sent (EOF) is a death, with no window in which a result could still be on its way.
+    running: dict[Connection, tuple[int, Any]] = {}
     results: dict[int, Any] = {}
-
-    def receive(timeout: float) -> bool:
-        try:
-            index, payload, error = queue.get(timeout=timeout)
-        except Empty:
-            return False
-        proc = running.pop(index)
-        proc.join(_EXIT_GRACE_S)
-        if proc.is_alive():
-            proc.terminate()
-            proc.join()
-        if error is not None:
-            raise JobFailed(names[index], error)
-        results[index] = pickle.loads(payload)
-        return True
-
     try:
         while pending or running:
             while pending and len(running) < max_running:
                 index = pending.pop(0)
-                proc = ctx.Process(target=_child, args=(queue, index, target, jobs[index]), daemon=False)
+                reader, writer = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_child, args=(writer, target, jobs[index]), daemon=False)
                 proc.start()
-                running[index] = proc
-            if receive(poll_s):
-                continue
-            if on_poll is not None:
+                writer.close()  # the child holds the only writer now, so its exit shows as EOF here
+                running[reader] = (index, proc)
+            ready = wait(list(running), timeout=poll_s)
+            if not ready and on_poll is not None:
                 on_poll()
-            for index, proc in list(running.items()):
-                if proc.is_alive():
-                    continue
-                # It may have reported just after the wait above: read what is there before calling it dead.
-                while receive(1.0):
-                    pass
-                if index in running:
+            for reader in ready:
+                index, proc = running.pop(reader)
+                try:
+                    payload, error = reader.recv()
+                except EOFError:
+                    proc.join()
                     raise JobFailed(names[index], f"its process died with exit code {proc.exitcode} before "
-                                                  "reporting (out of memory, or a crash in native code)")
+                                                  "reporting (out of memory, or a crash in native code)") from None
+                finally:
+                    reader.close()
+                proc.join(_EXIT_GRACE_S)
+                if proc.is_alive():
+                    proc.terminate()
+                    proc.join()
+                if error is not None:
+                    raise JobFailed(names[index], error)
+                results[index] = pickle.loads(payload)
     finally:
-        for proc in running.values():
+        for reader, (_, proc) in running.items():
             proc.terminate()
             proc.join()
+            reader.close()
     return [results[i] for i in range(len(jobs))]
