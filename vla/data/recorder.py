@@ -24,6 +24,33 @@ from vla.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, TASK_KEY
 
 log = logging.getLogger(__name__)
 
+# lerobot logs these notices every time a dataset is created or reopened, and the recorder reopens after every
+# flush: a recording of 400 episodes would print 1200 identical lines. Once per process says it all.
+REPEATED_LEROBOT_NOTICES = ("lerobot.utils.import_utils", "lerobot.configs.video")
+
+
+class OncePerProcess(logging.Filter):
+    """Let each distinct (logger, message) through once; drop its repeats."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[tuple[str, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.getMessage())
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        return True
+
+
+def quiet_repeated_lerobot_notices() -> None:
+    """Attach :class:`OncePerProcess` to lerobot's per-open notice loggers (idempotent)."""
+    for name in REPEATED_LEROBOT_NOTICES:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, OncePerProcess) for f in logger.filters):
+            logger.addFilter(OncePerProcess())
+
 
 def dataset_features(
     cameras: Sequence[str],
@@ -84,6 +111,7 @@ class DatasetRecorder:
     ) -> None:
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
+        quiet_repeated_lerobot_notices()
         self.root = Path(root)
         self.repo_id = repo_id
         self.flush_every = max(1, flush_every)
