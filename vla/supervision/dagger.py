@@ -29,6 +29,7 @@ from envs.config import EnvConfig
 from vla.config import LoggerConfig, TrainConfig
 from vla.data.dataset import ChunkDataset, FrameStore, load_frames
 from vla.data.keyframes import grounding_targets
+from vla.eval.compare import rate_ratio
 from vla.supervision.config import GateConfig
 from vla.supervision.control_app import ControlAppConfig, RecordConfig, run_control
 from vla.supervision.control_loop import ControlConfig, EpisodeReport, summarize
@@ -299,6 +300,16 @@ def run_dagger(cfg: FinetuneAppConfig, run_dir: str | Path, config_yaml: str) ->
     return DaggerResult(before, after, collected, checkpoint, data)
 
 
+def intervention_change(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """Change in interventions per episode with its 95% interval (a rate ratio: chance moves small counts a lot)."""
+    def count(m: dict[str, Any]) -> int:
+        return round(m["interventions_per_episode"] * m["episodes"])
+
+    if count(before) == 0 and count(after) == 0:
+        return "none in either"
+    return rate_ratio(count(after), after["episodes"], count(before), before["episodes"]).describe()
+
+
 def dagger_rows(result: DaggerResult) -> list[list[str]]:
     """Before/after table rows: success, success without intervention, interventions/episode, autonomy."""
 
@@ -315,9 +326,7 @@ def dagger_rows(result: DaggerResult) -> list[list[str]]:
                  f"{c['interventions_per_episode']:.2f}", f"{100 * c['autonomy']:.1f}%"])
     if result.after is not None:
         rows.append(row("after one DAgger round", result.after))
-        b = result.before.metrics["interventions_per_episode"]
-        a = result.after.metrics["interventions_per_episode"]
-        change = f"{100 * (a - b) / b:+.0f}%" if b else "n/a"
+        change = intervention_change(result.before.metrics, result.after.metrics)
         gain = result.after.metrics["success_rate"] - result.before.metrics["success_rate"]
         rows.append(["change", f"{100 * gain:+.1f} pts", "-", change, "-"])
     return rows
