@@ -3,6 +3,8 @@ training loop from a checkpoint on recorded interventions."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -216,3 +218,43 @@ def test_a_round_without_takeovers_still_trains_on_earlier_rounds(tmp_path):
     app.previous_interventions = []
     with pytest.raises(ValueError, match="no takeover"):
         finetune(app, tmp_path / "run2", "{}")
+
+
+def test_collect_episodes_zero_needs_earlier_rounds():
+    with pytest.raises(ValueError, match="previous_interventions"):
+        FinetuneAppConfig(checkpoint="c", demos="d", interventions="i", collect_episodes=0)
+    with pytest.raises(ValueError, match="collect_episodes must be >= 0"):
+        FinetuneAppConfig(checkpoint="c", demos="d", interventions="i", collect_episodes=-1)
+
+
+def test_a_round_without_collection_fine_tunes_on_earlier_rounds_only(tmp_path, monkeypatch):
+    import vla.eval.rollout as rollout
+    import vla.supervision.dagger as dagger
+
+    _write(tmp_path / "demos", 2, 10, interventions=False)
+    _write(tmp_path / "round1", 1, 10, interventions=True)
+    ckpt = _tiny_checkpoint(tmp_path / "base", load_frames(tmp_path / "demos"))
+    evaluated: list[str] = []
+
+    metrics = {"interventions_per_episode": 0.5, "episodes": 2, "success_rate": 1.0, "success_ci95": [0.3, 1.0],
+               "success_without_intervention": 0.5, "autonomy": 0.9}
+
+    def fake_evaluate(checkpoint, *args, **kwargs):
+        evaluated.append(str(checkpoint))
+        return SimpleNamespace(metrics=metrics)
+
+    def no_collection(*args, **kwargs):
+        raise AssertionError("collect_episodes=0 must not run the control loop")
+
+    monkeypatch.setattr(rollout, "evaluate_policy", fake_evaluate)
+    monkeypatch.setattr(dagger, "run_control", no_collection)
+    train = TrainConfig(steps=1, batch_size=4, warmup_steps=1, log_every=1, save_every=1, amp=False)
+    app = FinetuneAppConfig(checkpoint=str(ckpt), demos=str(tmp_path / "demos"), interventions=str(tmp_path / "none"),
+                            previous_interventions=[str(tmp_path / "round1")], collect_episodes=0, train=train,
+                            device="cpu")
+    result = dagger.run_dagger(app, tmp_path / "run", "{}")
+    assert result.collect == [] and result.data is not None and result.data.operator_frames == 4
+    assert evaluated == [str(ckpt), str(result.checkpoint)]
+    rows = dagger.dagger_rows(result)
+    assert rows[1][1] == "none: earlier rounds' takeovers"
+    assert rows[-1][0] == "change" and rows[-1][3].startswith("+0% [")  # 1 intervention in 2 episodes, both runs

@@ -50,7 +50,7 @@ class FinetuneAppConfig:
     demos_repo_id: str = "local/demos"
     interventions: str = MISSING  # dataset root the collected interventions are recorded into
     previous_interventions: list[str] = field(default_factory=list)  # earlier rounds' datasets, aggregated
-    collect_episodes: int = 20
+    collect_episodes: int = 20  # 0: no new collection, fine-tune on previous_interventions (e.g. another recipe)
     collect_seed_start: int = 200_000
     eval_episodes: int = 20
     eval_seed_start: int = 100_000
@@ -61,9 +61,14 @@ class FinetuneAppConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("collect_episodes", "eval_episodes", "eval_workers"):
+        for name in ("eval_episodes", "eval_workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.collect_episodes < 0:
+            raise ValueError(f"collect_episodes must be >= 0, got {self.collect_episodes}")
+        if self.collect_episodes == 0 and not self.previous_interventions:
+            raise ValueError("collect_episodes=0 records nothing new, so the round needs recorded takeovers: name "
+                             "them, e.g. previous_interventions=[outputs/<earlier round>/interventions]")
         if self.intervention_weight < 1:
             raise ValueError(f"intervention_weight must be >= 1 (1: as often as demo frames), "
                              f"got {self.intervention_weight}")
@@ -287,10 +292,12 @@ def run_dagger(cfg: FinetuneAppConfig, run_dir: str | Path, config_yaml: str) ->
                                device="cpu", workers=cfg.eval_workers)
 
     before = evaluate(cfg.checkpoint)
-    collect_cfg = ControlAppConfig(checkpoint=cfg.checkpoint, env=cfg.env, gate=cfg.gate, control=cfg.control,
-                                   record=RecordConfig(root=cfg.interventions, repo_id="local/interventions"),
-                                   episodes=cfg.collect_episodes, seed_start=cfg.collect_seed_start)
-    collected = run_control(collect_cfg)
+    collected: list[EpisodeReport] = []
+    if cfg.collect_episodes > 0:
+        collect_cfg = ControlAppConfig(checkpoint=cfg.checkpoint, env=cfg.env, gate=cfg.gate, control=cfg.control,
+                                       record=RecordConfig(root=cfg.interventions, repo_id="local/interventions"),
+                                       episodes=cfg.collect_episodes, seed_start=cfg.collect_seed_start)
+        collected = run_control(collect_cfg)
     nothing_recorded = not any(r.takeovers for r in collected) and not is_recorded(cfg.interventions)
     if nothing_recorded and not cfg.previous_interventions:
         log.warning("no takeovers in %d episodes: nothing to learn from, the checkpoint is kept", len(collected))
@@ -321,9 +328,12 @@ def dagger_rows(result: DaggerResult) -> list[list[str]]:
                 f"{100 * (m['autonomy'] or 0):.1f}%"]
 
     rows = [row("before", result.before)]
-    c = summarize(result.collect)
-    rows.append(["collection (other seeds)", f"{100 * c['success_rate']:.1f}%", "-",
-                 f"{c['interventions_per_episode']:.2f}", f"{100 * c['autonomy']:.1f}%"])
+    if result.collect:
+        c = summarize(result.collect)
+        rows.append(["collection (other seeds)", f"{100 * c['success_rate']:.1f}%", "-",
+                     f"{c['interventions_per_episode']:.2f}", f"{100 * c['autonomy']:.1f}%"])
+    else:
+        rows.append(["collection", "none: earlier rounds' takeovers", "-", "-", "-"])
     if result.after is not None:
         rows.append(row("after one DAgger round", result.after))
         change = intervention_change(result.before.metrics, result.after.metrics)
