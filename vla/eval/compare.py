@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,7 +162,7 @@ def plot_takeover_causes(runs: Sequence[EvalRun], path: str | Path) -> Path:
     bottom = [0.0] * len(runs)
     for cause in names:
         heights = [r.metrics.get("takeover_reasons", {}).get(cause, 0) / r.episodes for r in runs]
-        ax.bar([r.label for r in runs], heights, bottom=bottom, label=cause)
+        ax.bar([textwrap.fill(r.label, 14) for r in runs], heights, bottom=bottom, label=cause)
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     ax.set_ylabel("takeovers per episode")
     ax.set_title(f"{runs[0].task}, {runs[0].operator} operator\n{runs[0].episodes} episodes per run, seeds from "
