@@ -19,7 +19,6 @@ from vla.supervision.dagger import (
     concat_stores,
     dagger_dataset,
     finetune,
-    intervention_change,
     load_interventions,
     merge_interventions,
     takeover_segment_ends,
@@ -46,14 +45,6 @@ def test_takeover_segment_ends():
     flags = torch.tensor([0, 0, 1, 1, 1, 0, 0, 1, 1], dtype=torch.bool)
     ends = torch.tensor([7] * 7 + [9] * 2)  # two episodes: frames 0..6 and 7..8
     assert takeover_segment_ends(flags, ends).tolist() == [2, 2, 5, 5, 5, 7, 7, 9, 9]
-
-
-def test_the_change_in_interventions_carries_its_interval():
-    # 177 -> 81 interventions over 300 episodes each: a rate ratio of 0.458, 95% CI 0.352-0.595.
-    before = {"interventions_per_episode": 177 / 300, "episodes": 300}
-    assert intervention_change(before, {"interventions_per_episode": 81 / 300, "episodes": 300}) == "-54% [-65, -40]"
-    none = {"interventions_per_episode": 0.0, "episodes": 20}
-    assert intervention_change(none, none) == "none in either"
 
 
 def test_concat_renumbers_episodes_and_merges_tasks():

@@ -26,7 +26,7 @@ class RateRatio:
     high: float
 
     def describe(self) -> str:
-        """'-54% [-62, -45]': the change in percent with its interval."""
+        """'-54% [-65, -40]': the change in percent with its interval."""
         return f"{100 * (self.ratio - 1):+.0f}% [{100 * (self.low - 1):+.0f}, {100 * (self.high - 1):+.0f}]"
 
 
@@ -49,6 +49,19 @@ def rate_ratio(count_after: int, episodes_after: int, count_before: int, episode
     return RateRatio(ratio, ratio * math.exp(-spread), ratio * math.exp(spread))
 
 
+def intervention_count(metrics: dict[str, Any]) -> int:
+    """Takeovers and aborts over a whole run (``summarize`` reports them per episode)."""
+    return round(metrics["interventions_per_episode"] * metrics["episodes"])
+
+
+def intervention_change(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """The change in interventions per episode between two runs' metrics, with its 95% interval."""
+    count_before, count_after = intervention_count(before), intervention_count(after)
+    if count_before == 0 and count_after == 0:
+        return "none in either"
+    return rate_ratio(count_after, int(after["episodes"]), count_before, int(before["episodes"])).describe()
+
+
 @dataclass
 class EvalRun:
     """One (task, operator) run of an evaluation report, as ``scripts/eval.py`` writes it."""
@@ -65,8 +78,7 @@ class EvalRun:
 
     @property
     def interventions(self) -> int:
-        """Takeovers and aborts over the whole run (interventions per episode times episodes)."""
-        return round(self.metrics["interventions_per_episode"] * self.episodes)
+        return intervention_count(self.metrics)
 
 
 def report_path(path: str | Path) -> Path:
@@ -132,12 +144,7 @@ def comparison_rows(runs: Sequence[EvalRun]) -> tuple[list[str], list[list[str]]
     for r in runs:
         m = r.metrics
         low, high = m["success_ci95"]
-        if r is base:
-            change = "-"
-        elif r.interventions == 0 and base.interventions == 0:
-            change = "none in either"
-        else:
-            change = rate_ratio(r.interventions, r.episodes, base.interventions, base.episodes).describe()
+        change = "-" if r is base else intervention_change(base.metrics, m)
         reasons = m.get("takeover_reasons", {})
         rows.append([
             r.label,

@@ -29,7 +29,7 @@ from envs.config import EnvConfig
 from vla.config import LoggerConfig, TrainConfig
 from vla.data.dataset import ChunkDataset, FrameStore, load_frames
 from vla.data.keyframes import grounding_targets
-from vla.eval.compare import rate_ratio
+from vla.eval.compare import intervention_change
 from vla.supervision.config import GateConfig
 from vla.supervision.control_app import ControlAppConfig, RecordConfig, run_control
 from vla.supervision.control_loop import ControlConfig, EpisodeReport, summarize
@@ -305,16 +305,6 @@ def run_dagger(cfg: FinetuneAppConfig, run_dir: str | Path, config_yaml: str) ->
     checkpoint, data = finetune(cfg, run_dir, config_yaml)
     after = evaluate(checkpoint) if checkpoint is not None else None
     return DaggerResult(before, after, collected, checkpoint, data)
-
-
-def intervention_change(before: dict[str, Any], after: dict[str, Any]) -> str:
-    """Change in interventions per episode with its 95% interval (a rate ratio: chance moves small counts a lot)."""
-    def count(m: dict[str, Any]) -> int:
-        return round(m["interventions_per_episode"] * m["episodes"])
-
-    if count(before) == 0 and count(after) == 0:
-        return "none in either"
-    return rate_ratio(count(after), after["episodes"], count(before), before["episodes"]).describe()
 
 
 def dagger_rows(result: DaggerResult) -> list[list[str]]:
