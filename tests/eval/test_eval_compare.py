@@ -22,8 +22,8 @@ import compare_evals
 
 
 def test_rate_ratio_matches_the_log_normal_interval():
-    # 81 interventions in 300 episodes after, 177 in 300 before: RR 0.4576, 95% CI 0.3518-0.5952 (Taylor series
-    # interval for a ratio of two Poisson rates, as epidemiology tables give it).
+    # 81 interventions in 300 episodes after, 177 in 300 before: RR 0.4576, 95% CI 0.3518-0.5952 (the log-normal
+    # interval for a ratio of two Poisson rates, worked by hand: exp(ln RR +- 1.96 sqrt(1/81 + 1/177))).
     rr = rate_ratio(81, 300, 177, 300)
     assert rr.ratio == pytest.approx(0.45763, abs=1e-5)
     assert (rr.low, rr.high) == (pytest.approx(0.35182, abs=1e-5), pytest.approx(0.59525, abs=1e-5))
