@@ -227,7 +227,8 @@ def test_a_round_without_collection_fine_tunes_on_earlier_rounds_only(tmp_path, 
     ckpt = _tiny_checkpoint(tmp_path / "base", load_frames(tmp_path / "demos"))
     evaluated: list[str] = []
 
-    metrics = {"interventions_per_episode": 0.5, "episodes": 2, "success_rate": 1.0, "success_ci95": [0.3, 1.0],
+    metrics = {"interventions_per_episode": 0.5, "takeovers": 1, "aborts": 0, "episodes": 2, "success_rate": 1.0,
+               "success_ci95": [0.3, 1.0],
                "success_without_intervention": 0.5, "autonomy": 0.9}
 
     def fake_evaluate(checkpoint, *args, **kwargs):

@@ -32,9 +32,9 @@ def test_rate_ratio_matches_the_log_normal_interval():
 
 def test_the_change_in_interventions_carries_its_interval():
     # 177 -> 81 interventions over 300 episodes each: a rate ratio of 0.458, 95% CI 0.352-0.595.
-    before = {"interventions_per_episode": 177 / 300, "episodes": 300}
-    assert intervention_change(before, {"interventions_per_episode": 81 / 300, "episodes": 300}) == "-54% [-65, -40]"
-    none = {"interventions_per_episode": 0.0, "episodes": 20}
+    before = {"takeovers": 170, "aborts": 7, "episodes": 300}
+    assert intervention_change(before, {"takeovers": 81, "aborts": 0, "episodes": 300}) == "-54% [-65, -40]"
+    none = {"takeovers": 0, "aborts": 0, "episodes": 20}
     assert intervention_change(none, none) == "none in either"
 
 
@@ -55,7 +55,8 @@ def test_rate_ratio_refuses_impossible_counts(args):
 
 
 def metrics(episodes: int, interventions: int, reasons: dict[str, int], success: float = 1.0) -> dict:
-    return {"episodes": episodes, "interventions_per_episode": interventions / episodes, "success_rate": success,
+    return {"episodes": episodes, "interventions_per_episode": interventions / episodes, "takeovers": interventions,
+            "aborts": 0, "success_rate": success,
             "success_ci95": [success - 0.05, min(1.0, success + 0.05)], "success_without_intervention": 0.5,
             "takeover_reasons": reasons}
 

@@ -50,8 +50,8 @@ def rate_ratio(count_after: int, episodes_after: int, count_before: int, episode
 
 
 def intervention_count(metrics: dict[str, Any]) -> int:
-    """Takeovers and aborts over a whole run (``summarize`` reports them per episode)."""
-    return round(metrics["interventions_per_episode"] * metrics["episodes"])
+    """Takeovers and aborts over a whole run, the counts ``summarize`` reports (an intervention is either)."""
+    return int(metrics["takeovers"]) + int(metrics["aborts"])
 
 
 def intervention_change(before: dict[str, Any], after: dict[str, Any]) -> str:
