@@ -54,7 +54,11 @@ class Pty:
         os.write(self.master, keys.encode())
 
     def close(self) -> None:
+        # Slave first: the reader's read of the master then fails (EIO) and the thread ends. Closing the master
+        # under a live reader would let it read whatever file next gets that descriptor number, e.g. another
+        # test's pipe, and swallow its data.
         os.close(self.slave)
+        self._reader.join(timeout=5.0)
         os.close(self.master)
 
 
