@@ -35,6 +35,7 @@ from vla.baselines.compare import (
     demo_config,
     ensure_demos,
 )
+from vla.baselines.figure import plot_success
 from vla.baselines.methods import METHODS, parse_overrides
 from vla.benchmarks import append_section, machine_description
 from vla.eval.rollout import threads_per_worker
@@ -97,10 +98,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed-start", type=int, default=100_000, help="first evaluation episode seed")
     p.add_argument("--max-episode-steps", type=int, default=0, help="episode limit (0: the task's own)")
     p.add_argument("--latency-reps", type=int, default=30)
-    p.add_argument("--fp32", action="store_true", help="no bf16 autocast on CUDA")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="training precision: bf16 autocast or fp32 (auto: bf16 on CUDA, fp32 on CPU; bf16 pays "
+                        "on CPUs with AVX-512 BF16 or AMX); evaluation and latency run in fp32")
     p.add_argument("--ema-decay", type=float, default=0.0,
                    help="evaluate every method with an EMA of its weights (0: the raw weights; main job: 0.999)")
     p.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
+    p.add_argument("--plot", type=Path, default=None,
+                   help="also draw success with Wilson 95%% intervals to this PNG (scripts/plot_policies.py joins "
+                        "reports of several runs)")
     p.add_argument("--no-write", action="store_true", help="print only; do not append to docs/BENCHMARKS.md")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     a = p.parse_args(argv)
@@ -159,7 +165,7 @@ def main(argv: list[str] | None = None) -> list[MethodResult]:
         workers=a.workers,
         latency_reps=a.latency_reps,
         max_episode_steps=a.max_episode_steps or None,
-        amp=not a.fp32,
+        amp=a.precision == "bf16" or (a.precision == "auto" and device.type == "cuda"),
         progress=not a.quiet,
         ema_decay=a.ema_decay,
     )
@@ -192,7 +198,10 @@ def main(argv: list[str] | None = None) -> list[MethodResult]:
     n_exec = overrides.get("head.n_action_steps", HeadConfig().n_action_steps)
     data = ", ".join(f"{t}: `{a.roots[t]}`" for t in a.tasks)
     recipes = "; ".join(dict.fromkeys(f"{r.label}: {r.recipe}" for r in results))
-    precision = "bf16 autocast" if device.type == "cuda" and not a.fp32 else "fp32"
+    precision = "bf16 autocast" if settings.amp else "fp32"
+    if device.type == "cpu" and any(m in ("act", "diffusion") for m in a.methods):
+        precision += ("; LeRobot's models with their 1-D convolutions as unfold + matmul and a fused Adam step, "
+                      "same weights and function (vla/baselines/cpu_kernels.py)")
     averaging = (f", every method evaluated with an EMA {a.ema_decay:g} of its weights (updates timed with training)"
                  if a.ema_decay else "")
     sharing = (f" Methods ran {min(a.jobs, len(a.methods))} at a time, one process each, on one {device.type}: "
@@ -211,6 +220,8 @@ def main(argv: list[str] | None = None) -> list[MethodResult]:
         a.json.write_text(
             json.dumps({"command": command, "results": [r.to_dict() for r in results]}, indent=2)
         )
+    if a.plot is not None and results:
+        print(f"wrote {plot_success([r.to_dict() for r in results], a.plot, machine_description())}")
     if not a.no_write:
         append_section(
             "Policy comparison: ACT, Diffusion Policy and our VLA on the same demos",

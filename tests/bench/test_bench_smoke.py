@@ -390,5 +390,51 @@ def test_fit_with_ema_leaves_the_average_of_the_iterates(demo_root: Path) -> Non
         assert not torch.equal(v, iterates[-1][k])
 
 
+@pytest.mark.parametrize("amp", [False, True])
+def test_fit_trains_under_bf16_autocast_on_cpu_only_when_asked(demo_root: Path, amp: bool) -> None:
+    from torch import nn
+
+    from vla.baselines.fit import fit
+    from vla.baselines.methods import Recipe
+    from vla.data import load_frames
+
+    store = load_frames(demo_root)
+    seen: list[torch.dtype] = []
+
+    class StateToChunk(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(store.spec.state_dim, 2 * store.spec.action_dim)
+
+        def forward(self, batch):
+            out = self.linear(batch["observation.state"])
+            seen.append(out.dtype)  # a linear layer under autocast computes in bf16
+            pred = out.float().view(-1, 2, store.spec.action_dim)
+            return ((pred - batch["action"]) ** 2).mean(), {}
+
+    model = StateToChunk()
+    recipe = Recipe("vla_l1", model, torch.optim.SGD(model.parameters(), lr=0.1), None, 0.0, 2, False, "constant")
+    fit(recipe, store, 2, 2, 0, torch.device("cpu"), amp=amp, progress=False)
+    assert seen == [torch.bfloat16 if amp else torch.float32] * 2
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the weights stay fp32
+
+
+def test_bench_policies_precision_follows_the_device(monkeypatch) -> None:
+    script = load_script("bench_policies")
+    captured = {}
+
+    def stop(task, root, methods, device, settings, overrides):
+        captured[device.type] = settings.amp
+        return []
+
+    monkeypatch.setattr(script, "ensure_demos", lambda *a, **k: None)
+    monkeypatch.setattr(script, "compare_on_task", stop)
+    base = ["--tasks", "pick_cube", "--methods", "act", "--no-write", "--quiet"]
+    script.main([*base, "--device", "cpu"])
+    assert captured == {"cpu": False}  # auto: fp32 on CPU
+    script.main([*base, "--device", "cpu", "--precision", "bf16"])
+    assert captured == {"cpu": True}
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))

@@ -50,7 +50,7 @@ class CompareSettings:
     latency_reps: int = 30
     latency_warmup: int = 3
     max_episode_steps: int | None = None  # None: the task's own limit
-    amp: bool = True
+    amp: bool = False  # bf16 autocast in training, on whatever device (bench_policies: on CUDA by default)
     progress: bool = True
     ema_decay: float = 0.0  # > 0: every method is evaluated with its weight average
 

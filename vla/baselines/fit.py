@@ -2,8 +2,8 @@
 
 Batches come from the project's in-memory ``ChunkDataset`` and a ``ChunkBatchSampler`` seeded alike for
 every method, so all of them see the same frames in the same order (only the chunk length each one
-trains on differs). Each step is the one LeRobot's and our trainers run: forward (bf16 autocast on CUDA
-when ``amp``), backward, gradient clipping, optimiser step, schedule step.
+trains on differs). Each step is the one LeRobot's and our trainers run: forward (under bf16 autocast
+when ``amp``, on CPU as on CUDA), backward, gradient clipping, optimiser step, schedule step.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class FitResult:
     final_loss: float  # mean over the last (up to) 20 steps
     samples_per_s: float  # over the steps after the first (which pays one-off allocation costs)
     seconds: float
+    batch_size: int = 0  # 0 in reports written before it was recorded
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -44,7 +45,7 @@ def fit(
     batch_size: int,
     seed: int,
     device: torch.device,
-    amp: bool = True,
+    amp: bool = False,
     progress: bool = True,
     ema_decay: float = 0.0,
     dataset_options: dict[str, Any] | None = None,
@@ -63,7 +64,6 @@ def fit(
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     max_norm = recipe.grad_clip if recipe.grad_clip > 0 else math.inf
-    use_amp = amp and device.type == "cuda"
     ema = WeightEMA(model, ema_decay) if ema_decay > 0 else None
     losses: list[float] = []
     start = time.perf_counter()
@@ -72,7 +72,7 @@ def fit(
     batches = iter(loader)
     for step in range(steps):
         batch = _to_device(next(batches), device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss, _ = model(batch)
         recipe.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -103,4 +103,5 @@ def fit(
     timed_steps = steps - 1 if steps > 1 else 1
     elapsed = (end - timed_from) if steps > 1 else (end - start)
     tail = losses[-20:]
-    return FitResult(steps, sum(tail) / len(tail), timed_steps * batch_size / max(elapsed, 1e-9), end - start)
+    return FitResult(steps, sum(tail) / len(tail), timed_steps * batch_size / max(elapsed, 1e-9), end - start,
+                     batch_size)

@@ -138,6 +138,7 @@ def build_recipe(
         schedule = f"warm-up {train.warmup_steps} + cosine to {train.min_lr_ratio:g}x"
         return Recipe(name, policy, opt, sched, train.grad_clip, head.chunk_size, True, schedule)
 
+    from vla.baselines.cpu_kernels import convs_as_matmuls, with_fused_step
     from vla.baselines.lerobot_adapter import LeRobotPolicyAdapter
 
     own = dict(overrides.get(name, {}))
@@ -150,6 +151,9 @@ def build_recipe(
     )
     opt_cfg = adapter.config.get_optimizer_preset()
     opt = opt_cfg.build(adapter.inner.get_optim_params())
+    if device.type == "cpu":  # same weights and function, CPU-friendly kernels (vla/baselines/cpu_kernels.py)
+        convs_as_matmuls(adapter.inner)
+        opt = with_fused_step(opt)
     sched_cfg = adapter.config.get_scheduler_preset()
     sched = sched_cfg.build(opt, steps) if sched_cfg is not None else None
     schedule = "constant" if sched_cfg is None else f"warm-up {sched_cfg.num_warmup_steps} + {sched_cfg.name}"
