@@ -200,8 +200,9 @@ def main(argv: list[str] | None = None) -> list[MethodResult]:
     recipes = "; ".join(dict.fromkeys(f"{r.label}: {r.recipe}" for r in results))
     precision = "bf16 autocast" if settings.amp else "fp32"
     if device.type == "cpu" and any(m in ("act", "diffusion") for m in a.methods):
-        precision += ("; LeRobot's models with their 1-D convolutions as unfold + matmul and a fused Adam step, "
-                      "same weights and function (vla/baselines/cpu_kernels.py)")
+        swapped = "Diffusion Policy's 1-D convolutions as unfold + matmul, " if "diffusion" in a.methods else ""
+        precision += (f"; {swapped}LeRobot's Adam with the fused step: same weights and function "
+                      "(vla/baselines/cpu_kernels.py)")
     averaging = (f", every method evaluated with an EMA {a.ema_decay:g} of its weights (updates timed with training)"
                  if a.ema_decay else "")
     sharing = (f" Methods ran {min(a.jobs, len(a.methods))} at a time, one process each, on one {device.type}: "

@@ -4,10 +4,11 @@ weights under the same keys, and an optimiser that takes the same steps."""
 from __future__ import annotations
 
 import copy
+import pickle
 
 import pytest
 import torch
-from test_bench_smoke import stats_with_image_stats
+from bench_helpers import stats_with_image_stats
 from torch import nn
 
 from envs.config import EnvConfig
@@ -26,6 +27,7 @@ from vla.types import ACTION_KEY
         (8, 8, 3, 2, 1, True, 8),  # its down-sampling convolution
         (6, 4, 1, 1, 0, False, 7),  # a 1x1 projection without bias
         (5, 3, 3, 1, 0, True, 9),  # no padding: the output is shorter
+        (4, 4, 3, 2, 0, True, 8),  # the last window does not fit and is dropped
     ],
 )
 def test_matmul_conv_equals_the_convolution_forward_and_backward(in_ch, out_ch, kernel, stride, padding, bias,
@@ -33,7 +35,8 @@ def test_matmul_conv_equals_the_convolution_forward_and_backward(in_ch, out_ch, 
     torch.manual_seed(0)
     conv = nn.Conv1d(in_ch, out_ch, kernel, stride=stride, padding=padding, bias=bias).double()
     twin = MatmulConv1d(copy.deepcopy(conv))
-    x = torch.randn(3, in_ch, length, dtype=torch.float64, requires_grad=True)
+    # A transposed view, as the U-Net's first input is: the unfold must not assume contiguity.
+    x = torch.randn(3, length, in_ch, dtype=torch.float64).transpose(1, 2).requires_grad_()
     x_twin = x.detach().clone().requires_grad_()
     y, y_twin = conv(x), twin(x_twin)
     assert y_twin.shape == y.shape
@@ -72,6 +75,27 @@ def test_only_convolutions_it_computes_exactly_are_replaced() -> None:
     assert not supports(nn.Linear(2, 2))
 
 
+@pytest.mark.filterwarnings("ignore:.*weight_norm.* is deprecated:FutureWarning")  # the old form is the risk
+def test_convolutions_with_a_computed_weight_or_hooks_are_kept() -> None:
+    normed = torch.nn.utils.weight_norm(nn.Conv1d(4, 4, 3, padding=1))  # weight recomputed by a pre-hook
+    hooked = nn.Conv1d(4, 4, 3, padding=1)
+    hooked.register_forward_hook(lambda module, args, out: out * 2)
+    model = nn.Sequential(normed, hooked)
+    assert convs_as_matmuls(model) == 0
+    assert model[0] is normed and model[1] is hooked
+
+
+def test_batch_of_one_under_bf16_autocast_is_bf16_like_the_convolution() -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv1d(8, 16, 5, padding=2)
+    twin = MatmulConv1d(copy.deepcopy(conv))
+    x = torch.randn(1, 8, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, y_twin = conv(x), twin(x)
+    assert y_twin.dtype == y.dtype == torch.bfloat16
+    torch.testing.assert_close(y_twin.float(), y.float(), rtol=2e-2, atol=2e-2)
+
+
 def _diffusion_adapter() -> tuple[LeRobotPolicyAdapter, dict]:
     scene = make_scene(EnvConfig(task="pick_cube", image_size=32), n_frames=1)
     adapter = LeRobotPolicyAdapter(
@@ -102,6 +126,12 @@ def test_diffusion_unet_with_matmul_convs_has_the_same_loss_and_gradients() -> N
     assert twin_grads.keys() == grads.keys()
     for name, grad in grads.items():
         torch.testing.assert_close(twin_grads[name], grad, rtol=1e-4, atol=1e-5, msg=name)
+    # Evaluation workers get a pickled copy of the policy.
+    copied = pickle.loads(pickle.dumps(twin.eval()))
+    torch.manual_seed(2)
+    first = twin.predict_chunk(batch)
+    torch.manual_seed(2)
+    torch.testing.assert_close(copied.predict_chunk(batch), first)
 
 
 def _steps(model: nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor, n: int) -> None:
@@ -111,18 +141,22 @@ def _steps(model: nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Ten
         optimizer.step()
 
 
+def _groups(model: nn.Sequential) -> list[dict]:
+    return [{"params": model[0].parameters(), "lr": 1e-2, "weight_decay": 0.1}, {"params": model[2].parameters()}]
+
+
 @pytest.mark.parametrize("kind", [torch.optim.Adam, torch.optim.AdamW])
-def test_fused_step_takes_the_same_steps_with_the_same_settings(kind) -> None:
+@pytest.mark.parametrize("options", [{}, {"amsgrad": True, "maximize": True, "eps": 1e-6}])
+def test_fused_step_takes_the_same_steps_with_the_same_settings(kind, options: dict) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
     twin = copy.deepcopy(model)
-    groups = lambda m: [{"params": m[0].parameters(), "lr": 1e-2, "weight_decay": 0.1},  # noqa: E731
-                        {"params": m[2].parameters()}]
-    plain = kind(groups(model), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.0)
-    fused = with_fused_step(kind(groups(twin), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.0))
+    plain = kind(_groups(model), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.0, **options)
+    fused = with_fused_step(kind(_groups(twin), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.0, **options))
     assert type(fused) is kind and all(g["fused"] for g in fused.param_groups)
-    assert [(g["lr"], g["weight_decay"], g["betas"]) for g in fused.param_groups] == [
-        (1e-2, 0.1, (0.9, 0.95)), (3e-3, 0.0, (0.9, 0.95))
+    settings = ("lr", "weight_decay", "betas", "eps", "amsgrad", "maximize")
+    assert [[g[k] for k in settings] for g in fused.param_groups] == [
+        [g[k] for k in settings] for g in plain.param_groups
     ]
     inputs = torch.randn(16, 6)
     _steps(model, plain, inputs, 5)
@@ -136,6 +170,15 @@ def test_fused_step_takes_the_same_steps_with_the_same_settings(kind) -> None:
 def test_other_optimisers_are_left_as_they_are() -> None:
     sgd = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
     assert with_fused_step(sgd) is sgd
+    differentiable = torch.optim.Adam(nn.Linear(2, 2).parameters(), differentiable=True)
+    assert with_fused_step(differentiable) is differentiable  # the fused step does not support it
+
+
+def test_a_schedule_built_before_the_switch_is_refused() -> None:
+    adam = torch.optim.Adam(nn.Linear(2, 2).parameters(), lr=1e-3)
+    torch.optim.lr_scheduler.LambdaLR(adam, lambda step: 1.0)
+    with pytest.raises(ValueError, match="schedule already wraps"):
+        with_fused_step(adam)
 
 
 def test_cpu_recipes_of_lerobot_methods_use_the_kernels() -> None:

@@ -62,6 +62,10 @@ def test_missing_or_foreign_files_name_the_problem(tmp_path: Path) -> None:
     (tmp_path / "eval.json").write_text(json.dumps({"runs": []}))
     with pytest.raises(ValueError, match=r"not a bench_policies\.py --json report"):
         load_results([tmp_path / "eval.json"])
+    bad = row("act", 0)
+    del bad["ci_low"]
+    with pytest.raises(ValueError, match=r"lacks \['ci_low'\]"):
+        load_results([report(tmp_path / "bad.json", bad)])
     with pytest.raises(ValueError, match="no results"):
         load_results([report(tmp_path / "empty.json")])
 

@@ -12,6 +12,7 @@ from types import ModuleType
 
 import pytest
 import torch
+from bench_helpers import stats_with_image_stats
 
 from envs.config import EnvConfig
 from vla.baselines.compare import ensure_demos
@@ -174,15 +175,6 @@ def test_recomputed_flow_chunk_equals_cached_chunk() -> None:
     with torch.no_grad():
         recomputed = recomputed_flow_chunk(policy, batch, generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(recomputed, cached)
-
-
-def stats_with_image_stats(scene) -> dict[str, dict[str, torch.Tensor]]:
-    """A copy of the scene's state/action stats plus the per-camera image stats LeRobot's policies expect."""
-    stats = {k: {n: v.clone() for n, v in group.items()} for k, group in scene.stats.items()}
-    for key in scene.spec.image_keys():
-        stats[key] = {"mean": torch.full((3, 1, 1), 0.5), "std": torch.full((3, 1, 1), 0.25),
-                      "min": torch.zeros(3, 1, 1), "max": torch.ones(3, 1, 1)}
-    return stats
 
 
 def test_act_adapter_unnormalises_into_our_action_units() -> None:
@@ -434,6 +426,8 @@ def test_bench_policies_precision_follows_the_device(monkeypatch) -> None:
     assert captured == {"cpu": False}  # auto: fp32 on CPU
     script.main([*base, "--device", "cpu", "--precision", "bf16"])
     assert captured == {"cpu": True}
+    script.main([*base, "--device", "cpu", "--precision", "fp32"])
+    assert captured == {"cpu": False}
 
 
 if __name__ == "__main__":

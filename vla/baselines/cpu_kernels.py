@@ -7,7 +7,7 @@ at about 100 GFLOP/s. The same product written as unfold + one matrix multiply t
 convolution gains nothing from bf16). LeRobot's Adam also runs its per-tensor loop on CPU, where torch
 picks neither the multi-tensor nor the fused kernel by default; with 274 M parameters that is ~0.7 s a
 step. Swapping both changes speed only: the weights are the same ``Parameter`` objects under the same
-state-dict keys, and the outputs match the originals to float rounding (``tests/baselines``).
+state-dict keys, and the outputs match the originals to float rounding (``tests/bench/test_bench_cpu_kernels.py``).
 """
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ class MatmulConv1d(nn.Module):
     def __init__(self, conv: nn.Conv1d) -> None:
         super().__init__()
         if not supports(conv):
-            raise ValueError(f"{conv} uses dilation, groups or non-zero padding; keep it an nn.Conv1d")
+            raise ValueError(f"{conv} uses dilation, groups, string or non-zero-mode padding, hooks or a "
+                             "computed weight; keep it an nn.Conv1d")
         self.weight = conv.weight
         self.bias = conv.bias
         self.stride = int(conv.stride[0])
-        self.padding = int(conv.padding[0])  # type: ignore[index]  # supports() rules out "same"/"valid"
+        self.padding = int(conv.padding[0])  # supports() ruled out "same" / "valid"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, _ = x.shape
@@ -52,13 +53,21 @@ class MatmulConv1d(nn.Module):
 
 
 def supports(conv: nn.Module) -> bool:
-    """Whether ``conv`` is an ``nn.Conv1d`` that ``MatmulConv1d`` computes exactly (transposed ones are not)."""
+    """Whether ``conv`` is an ``nn.Conv1d`` that ``MatmulConv1d`` computes exactly (transposed ones are not).
+
+    Hooks rule a convolution out: the old ``weight_norm`` / ``spectral_norm`` recompute ``weight`` in a
+    pre-hook, and a copy would freeze it."""
     return (
         type(conv) is nn.Conv1d
         and conv.dilation == (1,)
         and conv.groups == 1
         and conv.padding_mode == "zeros"
         and isinstance(conv.padding, tuple)
+        and all(isinstance(p, int) and p >= 0 for p in conv.padding)
+        and isinstance(conv.weight, nn.Parameter)
+        and (conv.bias is None or isinstance(conv.bias, nn.Parameter))
+        and not (conv._forward_hooks or conv._forward_pre_hooks or conv._backward_hooks
+                 or conv._backward_pre_hooks)
     )
 
 
@@ -75,12 +84,16 @@ def convs_as_matmuls(model: nn.Module) -> int:
 
 
 def with_fused_step(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
-    """The same Adam / AdamW (same groups, rates, betas, decay) with torch's fused step; other optimisers
-    are returned as they are. Build any schedule after this: it must wrap the optimiser that steps."""
-    if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW):
+    """The same Adam / AdamW (same groups, rates, betas, decay) with torch's fused step; other optimisers,
+    and differentiable ones (which the fused step does not support), are returned as they are. Call it
+    before any schedule is built: the schedule must wrap the optimiser that steps."""
+    if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW) or optimizer.defaults.get("differentiable"):
         return optimizer
     if optimizer.state:
         raise ValueError("the optimiser has already stepped; switch to the fused step before training")
+    if any("initial_lr" in g for g in optimizer.param_groups):
+        raise ValueError("a learning-rate schedule already wraps this optimiser and would keep stepping it; "
+                         "switch to the fused step first, then build the schedule")
     # ``defaults`` can hold keys the constructor does not take (AdamW's ``decoupled_weight_decay``).
     accepted = inspect.signature(type(optimizer).__init__).parameters
     defaults = {k: v for k, v in optimizer.defaults.items() if k in accepted}

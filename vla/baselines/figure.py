@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+REQUIRED = ("task", "method", "label", "uses_language", "fit", "successes", "episodes", "success_rate", "ci_low",
+            "ci_high")
+
 
 def load_results(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     """The rows of every report, in order; a method that appears twice for a task is refused, as is a task
@@ -28,6 +31,9 @@ def load_results(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ValueError(f"{path} is not a bench_policies.py --json report ({exc})") from exc
         for row in results:
+            missing = [k for k in REQUIRED if not isinstance(row, dict) or k not in row]
+            if missing:
+                raise ValueError(f"{path}: a result lacks {missing}; write reports with bench_policies.py --json")
             key = (row["task"], row["method"])
             if key in origin:
                 raise ValueError(f"{row['task']} / {row['method']} is in both {origin[key]} and {path}; "
