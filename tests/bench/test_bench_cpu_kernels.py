@@ -193,3 +193,34 @@ def test_cpu_recipes_of_lerobot_methods_use_the_kernels() -> None:
     assert all(g["fused"] for g in recipe.optimizer.param_groups)
     # The schedule wraps the optimiser that steps, so the warm-up reaches the fused one.
     assert recipe.scheduler is not None and recipe.scheduler.optimizer is recipe.optimizer
+
+
+def test_kernel_benchmark_times_four_variants_and_leaves_the_docs_alone(tmp_path) -> None:
+    pytest.importorskip("diffusers", reason="LeRobot's Diffusion Policy needs lerobot[diffusion]")
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from vla.benchmarks import DOC
+
+    root = Path(__file__).resolve().parents[2]
+    path = root / "scripts" / "bench_baseline_kernels.py"
+    spec = importlib.util.spec_from_file_location("bench_baseline_kernels", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    before = DOC.read_text() if DOC.exists() else None
+    threads = torch.get_num_threads()
+    try:
+        rows = script.main(["--task", "pick_cube", "--image-size", "32", "--batch-size", "2", "--steps", "2",
+                            "--rounds", "2", "--warmup", "0", "--threads", "1", "--set", "down_dims=[16,32]",
+                            "diffusion_step_embed_dim=16", "--no-write", "--json", str(tmp_path / "k.json")])
+    finally:
+        torch.set_num_threads(threads)
+    assert [(r.kernels, r.precision) for r in rows] == [
+        ("stock", "fp32"), ("stock", "bf16 autocast"), ("cpu_kernels", "fp32"), ("cpu_kernels", "bf16 autocast")
+    ]
+    assert all(len(r.step.seconds) == 2 and r.samples_per_s > 0 for r in rows)
+    assert len(json.loads((tmp_path / "k.json").read_text())["rows"]) == 4
+    assert (DOC.read_text() if DOC.exists() else None) == before
+    with pytest.raises(SystemExit):
+        script.main(["--steps", "1", "--rounds", "2", "--no-write"])
