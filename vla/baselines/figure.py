@@ -59,33 +59,32 @@ def _check_budgets(rows: list[dict[str, Any]], origin: dict[tuple[str, str], Pat
 
 
 def plot_success(rows: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Horizontal bars, one per method, grouped by task: success with its Wilson 95% interval. Methods
-    that take no instruction are hatched."""
+    """Horizontal bars, one per method, grouped by task: success with its Wilson 95% interval. Methods that
+    read the instruction come first; those that take none are grey and say so (a 0% bar has no area to mark)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tasks = list(dict.fromkeys(r["task"] for r in rows))
-    fig, axes = plt.subplots(len(tasks), 1, figsize=(7.0, 0.9 + 0.55 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(tasks), 1, figsize=(7.0, 1.2 + 0.6 * len(rows)), squeeze=False)
     for ax, task in zip(axes[:, 0], tasks, strict=True):
-        task_rows = [r for r in rows if r["task"] == task]
+        task_rows = sorted((r for r in rows if r["task"] == task), key=lambda r: not r["uses_language"])
         y = list(range(len(task_rows)))[::-1]
         rate = [100 * r["success_rate"] for r in task_rows]
         err = [[100 * (r["success_rate"] - r["ci_low"]) for r in task_rows],
                [100 * (r["ci_high"] - r["success_rate"]) for r in task_rows]]
         bars = ax.barh(y, rate, xerr=err, capsize=4, color=["C0" if r["uses_language"] else "C7" for r in task_rows])
         for bar, r in zip(bars, task_rows, strict=True):
-            if not r["uses_language"]:
-                bar.set_hatch("//")
             ax.text(min(100 * r["ci_high"] + 1.5, 92), bar.get_y() + bar.get_height() / 2,
                     f"{100 * r['success_rate']:.0f}% ({r['successes']}/{r['episodes']})", va="center", fontsize=8)
-        ax.set_yticks(y, [r["label"] for r in task_rows], fontsize=8)
+        ax.set_yticks(y, [r["label"] + ("" if r["uses_language"] else "\nno instruction input") for r in task_rows],
+                      fontsize=8)
         ax.set_xlim(0, 100)
         fit = task_rows[0]["fit"]
         budget = f"{fit['steps']} steps" + (f" x batch {fit['batch_size']}" if fit.get("batch_size") else "")
         ax.set_title(f"{task}: {budget}", fontsize=9)
-    axes[-1, 0].set_xlabel("success, % (Wilson 95% interval); hatched: no instruction input")
+    axes[-1, 0].set_xlabel("success, % (Wilson 95% interval)")
     if title:
         fig.suptitle(textwrap.fill(title, 100), fontsize=9)
     fig.tight_layout()
