@@ -77,6 +77,21 @@ def test_l1_overfit_reaches_the_targets() -> None:
     assert (pred[..., 6] == batch["action"][..., 6])[real].float().mean() > 0.9
 
 
+def test_flow_overfit_samples_reach_the_targets() -> None:
+    """A falling flow-matching loss is not enough: the integrated samples must land on the chunks trained on
+    (a wrong sign in the velocity target or the integration direction would still let the loss fall)."""
+    policy = build("flow")
+    batch = make_batch(4)
+    overfit(policy, repeat_batch(batch, 4), steps=200)
+    policy.eval()
+    torch.manual_seed(1)
+    pred = policy.predict_chunk(batch)
+    real = ~batch["action_is_pad"]
+    err = (pred[..., :6] - batch["action"][..., :6]).abs()[real].mean()
+    assert err < 0.3 * batch["action"][..., :6].std()
+    assert (pred[..., 6] == batch["action"][..., 6])[real].float().mean() > 0.9
+
+
 @pytest.mark.parametrize("target", ["noise_minus_action", "action_minus_noise"])
 @pytest.mark.parametrize("sampling", ["beta", "uniform"])
 def test_flow_variants_train(target: str, sampling: str) -> None:
