@@ -126,10 +126,14 @@ def test_diffusion_unet_with_matmul_convs_has_the_same_loss_and_gradients() -> N
     assert twin_grads.keys() == grads.keys()
     for name, grad in grads.items():
         torch.testing.assert_close(twin_grads[name], grad, rtol=1e-4, atol=1e-5, msg=name)
-    # Evaluation workers get a pickled copy of the policy.
-    copied = pickle.loads(pickle.dumps(twin.eval()))
+    # Sampling (what evaluation runs) agrees with the stock policy from the same noise.
     torch.manual_seed(2)
-    first = twin.predict_chunk(batch)
+    stock_chunk = adapter.eval().predict_chunk(batch)
+    torch.manual_seed(2)
+    first = twin.eval().predict_chunk(batch)
+    torch.testing.assert_close(first, stock_chunk, rtol=1e-4, atol=1e-5)
+    # Evaluation workers get a pickled copy of the policy.
+    copied = pickle.loads(pickle.dumps(twin))
     torch.manual_seed(2)
     torch.testing.assert_close(copied.predict_chunk(batch), first)
 
