@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -33,3 +34,17 @@ def print_grid(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]])
     for row in rows:
         table.add_row(*(str(v) for v in row))
     _console().print(table)
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
+    """Lay out a matplotlib figure, write it to ``path`` (creating its folder) and close it: a long job that
+    draws many figures would otherwise keep every one in memory."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
+

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vla.reporting import save_figure
+
 REQUIRED = ("task", "method", "label", "uses_language", "fit", "successes", "episodes", "success_rate", "ci_low",
             "ci_high")
 
@@ -87,9 +89,4 @@ def plot_success(rows: Sequence[dict[str, Any]], path: str | Path, title: str = 
     axes[-1, 0].set_xlabel("success, % (Wilson 95% interval)")
     if title:
         fig.suptitle(textwrap.fill(title, 100), fontsize=9)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)

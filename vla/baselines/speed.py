@@ -20,7 +20,7 @@ import torch
 from envs.config import EnvConfig, make_env
 from vla.baselines.floor import StepWork, step_work
 from vla.baselines.reference_vlm import ReferenceVLA
-from vla.baselines.timing import Timing, count_parameters, time_calls
+from vla.baselines.timing import Timing, count_parameters, interleaved_timings, time_calls
 from vla.cuda_graph import ChunkFn, CudaGraphPolicy
 from vla.eval.rollout import env_feature_spec, obs_to_batch
 from vla.model_config import HeadConfig, PolicyConfig, backbone_preset
@@ -159,13 +159,11 @@ def training_throughput(
 ) -> list[ThroughputRow]:
     """Ours (l1 and flow heads) and the transformers reference, timed in interleaved rounds on one batch.
 
-    Interleaving spreads any drift in background load over all models alike instead of charging it to
-    whichever ran last. ``compiled`` adds ours (l1) and the reference again, each with its transformer
-    layers and stem compiled in place (``train.compile``'s regional compilation); compilation happens
-    in the untimed warm-up steps.
+    Interleaved (``interleaved_timings``) so drifting background load is shared by all models.
+    ``compiled`` adds ours (l1) and the reference again, each with its transformer layers and stem
+    compiled in place (``train.compile``'s regional compilation); compilation happens in the untimed
+    warm-up steps.
     """
-    if rounds < 1 or steps < rounds:
-        raise ValueError(f"need rounds >= 1 and steps >= rounds, got steps={steps}, rounds={rounds}")
     models = _throughput_models(scene, preset, ("l1", "flow"))
     if compiled:
         for name in (f"ours {preset} (l1 head)", f"transformers reference {preset} (l1 head)"):
@@ -175,15 +173,8 @@ def training_throughput(
     chunk = HeadConfig().chunk_size
     batch = training_batch(scene, batch_size, chunk, device)
     steppers = {name: _train_step(m.to(device), batch, bf16) for name, m in models.items()}
-    seconds: dict[str, list[float]] = {name: [] for name in models}
-    per_round = steps // rounds
-    for r in range(rounds):
-        for name, step in steppers.items():
-            seconds[name] += time_calls(step, per_round, warmup if r == 0 else 1, device).seconds
-    return [
-        ThroughputRow(name, count_parameters(models[name]), Timing(seconds[name]), batch_size)
-        for name in models
-    ]
+    timings = interleaved_timings(steppers, steps, warmup, rounds, device)
+    return [ThroughputRow(name, count_parameters(models[name]), timings[name], batch_size) for name in models]
 
 
 # ---------------------------------------------------------------------------------------- latency

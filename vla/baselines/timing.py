@@ -8,7 +8,7 @@ odd scheduler hiccup on a shared machine) with the 99th percentile beside them.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +52,28 @@ def time_calls(
         synchronize(device)
         seconds.append(time.perf_counter() - start)
     return Timing(seconds)
+
+
+def interleaved_timings[Key: Hashable](
+    calls: Mapping[Key, Callable[[], object]],
+    reps: int,
+    warmup: int,
+    rounds: int,
+    device: torch.device | str = "cpu",
+    rewarm: int = 1,
+) -> dict[Key, Timing]:
+    """Time every call ``reps`` times, split into ``rounds`` that each run all of them in turn.
+
+    Interleaving spreads drifting background load over all the calls alike instead of charging it to
+    whichever ran last. ``warmup`` untimed calls precede each one's first round; ``rewarm`` untimed calls
+    precede its later rounds, after the others have evicted its caches."""
+    if rounds < 1 or reps < rounds:
+        raise ValueError(f"need rounds >= 1 and steps >= rounds, got steps={reps}, rounds={rounds}")
+    seconds: dict[Key, list[float]] = {key: [] for key in calls}
+    for r in range(rounds):
+        for key, call in calls.items():
+            seconds[key] += time_calls(call, reps // rounds, warmup if r == 0 else rewarm, device).seconds
+    return {key: Timing(s) for key, s in seconds.items()}
 
 
 def count_parameters(module: torch.nn.Module) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vla.eval.metrics import Z95
+from vla.reporting import save_figure
 
 
 @dataclass(frozen=True)
@@ -176,9 +177,4 @@ def plot_takeover_causes(runs: Sequence[EvalRun], path: str | Path) -> Path:
                  f"{runs[0].seed_start}", fontsize=10)
     if names:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)
